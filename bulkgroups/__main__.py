@@ -1,0 +1,3 @@
+from bulkgroups.cli import main
+
+main()
