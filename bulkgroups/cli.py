@@ -1,0 +1,161 @@
+"""The command line: parse, validate, call one async function, map the result to an exit
+status. Everything else lives in the modules it calls."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from bulkgroups import __version__, console
+from bulkgroups.job import Job, JobError, load_job, results_path, with_limits
+from bulkgroups.rows import InputError, read_rows
+from bulkgroups.results import read_meta
+from bulkgroups.retention import latest_results
+from bulkgroups.runner import EXIT_ROWS, EXIT_USAGE, RunRefused, RunRequest, run_job
+from bulkgroups.survey import survey
+
+JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    console.err.print(f"bulkgroups: {message}", markup=False)
+    sys.exit(code)
+
+
+def _load(job_file: Path, *, rate: float | None = None, concurrency: int | None = None) -> Job:
+    try:
+        return with_limits(load_job(job_file), rate=rate, concurrency=concurrency)
+    except JobError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bulkgroups")
+def cli() -> None:
+    """Remove and move group members in bulk through the ONLYOFFICE DocSpace and Adaxes
+    REST APIs, inside their rate limits, with one outcome per input row in a results file.
+
+    Exit status: 0 every row ok, noop or pending; 1 some rows failed or were invalid;
+    2 usage or job-file error (nothing sent); 3 run refused or aborted; 130/143 interrupted.
+    """
+
+
+def _limit_options(f: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed([
+        click.option("--rate", type=click.FloatRange(min=0, min_open=True, max=10000),
+                      help="Requests per second, overriding [limits] rate."),
+        click.option("--concurrency", type=click.IntRange(1, 1000),
+                      help="Requests in flight, overriding [limits] concurrency."),
+        click.option("--max-changes", type=click.IntRange(min=0),
+                     help="Allow up to N changing rows for this run, overriding [safety] "
+                     "max_changes."),
+        click.option("--yes", is_flag=True,
+                     help="Allow this run past the max_changes cap (the cap is still printed)."),
+        click.option("--quiet", "-q", is_flag=True,
+                     help="No progress and no summary; only errors, on stderr."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _execute(job: Job, request: RunRequest) -> NoReturn:
+    try:
+        code = asyncio.run(run_job(job, request))
+    except (JobError, InputError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except RunRefused as exc:
+        _fail(str(exc), exc.code)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("job_file", type=JOB, metavar="JOB.toml")
+@click.option("--dry-run", is_flag=True,
+              help="Read and validate every row, print what would be sent, send nothing.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
+              help="Results file to write, overriding [output] results.")
+@click.option("--resume", is_flag=True,
+              help="Finish the job's latest results file instead of starting a new one "
+              "(same as `bulkgroups resume` on that file).")
+@_limit_options
+def run(job_file: Path, dry_run: bool, results: Path | None, resume: bool, rate: float | None,
+        concurrency: int | None, max_changes: int | None, yes: bool, quiet: bool) -> None:
+    """Run the job: every row of its input, one outcome line per row in the results file.
+
+    Exits 0 when every row ended ok, noop or pending, 1 when some failed or were invalid,
+    2 on a job-file error, 3 when refused or aborted (credentials, max_changes, failure ratio,
+    another run holding the lock), 130/143 when interrupted (resume finishes the rest).
+    """
+    job = _load(job_file, rate=rate, concurrency=concurrency)
+    if dry_run:
+        _survey(job, dry_run=True)
+    if resume and results is None:
+        found = latest_results(job)
+        if found is None:
+            _fail(f"{job_file}: no results file of this job to resume", EXIT_USAGE)
+        results = found
+    path = results_path(job, now=datetime.now().astimezone(), override=results)
+    _execute(job, RunRequest(results=path, resume=resume, max_changes=max_changes, yes=yes,
+                             quiet=quiet))
+
+
+@cli.command()
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path),
+                metavar="RESULTS.jsonl")
+@click.option("--force", is_flag=True,
+              help="Resume although the input file changed since the run (only if its rows "
+              "kept their order).")
+@_limit_options
+def resume(results: Path, force: bool, rate: float | None, concurrency: int | None,
+           max_changes: int | None, yes: bool, quiet: bool) -> None:
+    """Re-run only the rows of RESULTS.jsonl that have no final outcome (failed, or never
+    reached), appending to it. The job and input are found through RESULTS.meta.json.
+    """
+    meta = read_meta(results)
+    if meta is None or not isinstance(meta.get("job"), str):
+        _fail(f"{results}: no metadata beside it (expected {results.stem}.meta.json)",
+              EXIT_USAGE)
+    job = _load(Path(meta["job"]), rate=rate, concurrency=concurrency)
+    _execute(job, RunRequest(results=results, resume=True, force=force,
+                             max_changes=max_changes, yes=yes, quiet=quiet))
+
+
+@cli.command()
+@click.argument("job_file", type=JOB, metavar="JOB.toml")
+def validate(job_file: Path) -> None:
+    """Check the job file and every input row offline; list bad rows with their line numbers.
+
+    Exits 0 when every row is valid, 1 when some are not, 2 when the job file is wrong.
+    """
+    _survey(_load(job_file), dry_run=False)
+
+
+def _survey(job: Job, *, dry_run: bool) -> NoReturn:
+    try:
+        found = survey(
+            read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
+                      default_op=job.input.op)
+        )
+    except InputError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    console.print_survey(found, kind=job.target.kind, source=job.input.path, dry_run=dry_run)
+    sys.exit(EXIT_ROWS if found.invalid else 0)
+
+
+def _register_sandbox() -> None:
+    from bulkgroups.sandbox.cli import sandbox_command
+
+    cli.add_command(sandbox_command, name="sandbox")
+
+
+_register_sandbox()
+
+
+def main() -> None:
+    cli(prog_name="bulkgroups")

@@ -1,0 +1,144 @@
+"""What a person sees: a live progress line on a terminal, and the summary at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from bulkgroups.model import Status, TargetKind
+from bulkgroups.stats import Tally
+from bulkgroups.survey import Survey
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def count_records(path: Path) -> int:
+    """Lines in the file, as a cheap estimate of the rows to come (for the ETA only)."""
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
+
+
+class LiveProgress:
+    """Rows done of total, by status, rate and ETA; redrawn at most a few times a second."""
+
+    def __init__(self, *, total: int | None, enabled: bool) -> None:
+        self._enabled = enabled and is_tty()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._total = total
+        self._skipped = 0
+        self._started = time.monotonic()
+
+    def __enter__(self) -> LiveProgress:
+        if self._enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[statuses]}"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=err,
+                refresh_per_second=4,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "rows", total=self._total, statuses="", rate=""
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def skip(self, rows: int) -> None:
+        """Rows a resume does not run again count as done from the start."""
+        self._skipped = rows
+
+    def update(self, tally: Tally) -> None:
+        if self._progress is None or self._task is None:
+            return
+        done = tally.finished
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        statuses = " ".join(f"{s.value} {n}" for s, n in sorted(tally.by_status.items()) if n)
+        self._progress.update(
+            self._task,
+            completed=done + self._skipped,
+            statuses=statuses,
+            rate=f"{done / elapsed:,.0f} rows/s",
+        )
+
+
+def print_summary(
+    tally: Tally,
+    *,
+    elapsed_s: float,
+    results: Path,
+    stopped: str | None,
+    resume_hint: str | None,
+    already: int = 0,
+) -> None:
+    table = Table(title="bulkgroups: summary", show_header=True, header_style="bold")
+    table.add_column("status")
+    table.add_column("rows", justify="right")
+    for status in Status:
+        table.add_row(status.value, f"{tally.by_status.get(status, 0):,}")
+    table.add_row("total", f"{tally.finished:,}", style="bold")
+    out.print(table)
+    rate = tally.finished / elapsed_s if elapsed_s > 0 else 0.0
+    p50, p95 = tally.latency.percentile(50), tally.latency.percentile(95)
+    latency = (
+        f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+        if p50 is not None and p95 is not None
+        else "no requests"
+    )
+    out.print(f"{rate:,.1f} rows/s over {elapsed_s:.1f} s; {latency}; retries {tally.retries:,}")
+    if already:
+        out.print(f"{already:,} rows were already finished before this run and were skipped")
+    out.print(f"results: {results}", markup=False)
+    if stopped:
+        err.print(f"bulkgroups: stopped: {stopped}", markup=False)
+    if resume_hint:
+        out.print(f"to finish the remaining rows: {resume_hint}", markup=False)
+
+
+def print_survey(s: Survey, *, kind: TargetKind, source: Path, dry_run: bool) -> None:
+    out.print(f"input: {source}")
+    out.print(f"rows: {s.rows:,} ({s.valid:,} valid, {s.invalid:,} invalid)")
+    for op, n in sorted(s.by_op.items()):
+        out.print(f"  {op}: {n:,}")
+    if dry_run:
+        out.print(f"groups touched: {len(s.by_group):,}")
+        for group, n in s.by_group.most_common(10):
+            out.print(f"  {group}: {n:,} rows")
+        out.print(
+            f"would send at least {s.requests(kind):,} change requests to {kind.value} "
+            "(dry run: nothing sent)"
+        )
+    if s.listed_invalid:
+        out.print("invalid rows:")
+        for bad in s.listed_invalid:
+            out.print(f"  line {bad.line} (row {bad.row}): {bad.reason}", markup=False)
+        if s.invalid > len(s.listed_invalid):
+            out.print(f"  ... and {s.invalid - len(s.listed_invalid):,} more")

@@ -1,0 +1,190 @@
+"""Puts a run together: lock, checks, metadata, pipeline, summary. Everything that talks to a
+server is built in `wiring`; everything that moves rows is in `engine`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bulkgroups import __version__, console
+from bulkgroups.engine import Pipeline, StopReason, now_iso
+from bulkgroups.job import Job
+from bulkgroups.lock import Locked, run_lock
+from bulkgroups.model import InvalidRow, Row, Status
+from bulkgroups.results import Fingerprint, ResultsWriter, read_meta, write_meta
+from bulkgroups.resume import FinishedRows, unfinished
+from bulkgroups.rows import read_rows
+from bulkgroups.safety import count_changes, guard
+from bulkgroups.wiring import Unsupported, connect, endpoint_for
+
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+_EXIT_FOR_STOP = {
+    StopReason.AUTH: EXIT_REFUSED,
+    StopReason.FAILURE_RATIO: EXIT_REFUSED,
+    StopReason.SIGINT: EXIT_SIGINT,
+    StopReason.SIGTERM: EXIT_SIGTERM,
+    StopReason.INTERNAL: EXIT_ROWS,
+}
+
+
+class RunRefused(Exception):
+    """The run cannot start as asked; nothing was sent. `code` is the exit status."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    results: Path
+    resume: bool = False
+    force: bool = False  # resume although the input changed since the run
+    max_changes: int | None = None  # overrides [safety] max_changes for this run
+    yes: bool = False  # no max_changes cap for this run
+    quiet: bool = False
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    fp = Fingerprint.of(path)
+    return {"size": fp.size, "sha256": fp.sha256}
+
+
+def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None) -> None:
+    if prior is None and not req.results.exists():
+        raise RunRefused(f"{req.results}: no results to resume", code=EXIT_USAGE)
+    recorded = (prior or {}).get("input_fingerprint")
+    if recorded and recorded != _fingerprint(job.input.path) and not req.force:
+        raise RunRefused(
+            f"{job.input.path} changed since the run that wrote {req.results}: row numbers may "
+            "no longer match; resume with --force only if the rows kept their order",
+            code=EXIT_USAGE,
+        )
+
+
+def _install_signals(pipeline: Pipeline) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(reason: StopReason) -> None:
+        if pipeline.stopping:
+            pipeline.halt()
+        else:
+            pipeline.stop(reason)
+
+    loop.add_signal_handler(signal.SIGINT, on_signal, StopReason.SIGINT)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, StopReason.SIGTERM)
+
+
+def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
+    if pipeline.stopping:
+        return _EXIT_FOR_STOP[pipeline.reason]
+    by = pipeline.tally.by_status
+    return EXIT_ROWS if by[Status.FAILED] or by[Status.INVALID] or earlier_invalid else EXIT_OK
+
+
+async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
+    """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
+    try:
+        with run_lock(req.results):
+            return await _run_locked(job, req, os.environ if environ is None else environ)
+    except Locked as exc:
+        raise RunRefused(str(exc), code=EXIT_REFUSED) from None
+    except Unsupported as exc:
+        raise RunRefused(str(exc), code=EXIT_USAGE) from None
+
+
+async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
+    prior = read_meta(req.results)
+    done: FinishedRows | None = None
+    if req.resume:
+        _check_resumable(job, req, prior)
+        done = FinishedRows.from_results(req.results)
+    elif req.results.exists() and req.results.stat().st_size > 0:
+        raise RunRefused(
+            f"{req.results} already holds results: finish it with "
+            f"`bulkgroups resume {req.results}`, or write elsewhere with --results",
+            code=EXIT_USAGE,
+        )
+
+    def rows() -> Iterator[Row | InvalidRow]:
+        items = guard(
+            read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
+                      default_op=job.input.op),
+            job.safety.protected,
+        )
+        return unfinished(items, done) if done is not None else items
+
+    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
+    if not req.yes and (changes := count_changes(rows())) > cap:
+        raise RunRefused(
+            f"the input holds {changes:,} rows that would change something, over the "
+            f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
+            f"--max-changes {changes} or --yes to allow it for this run",
+            code=EXIT_REFUSED,
+        )
+
+    run_record: dict[str, Any] = {"command": "resume" if req.resume else "run",
+                                  "started_at": now_iso(), "pid": os.getpid()}
+    meta = {
+        **(prior or {}),
+        "version": __version__,
+        "job": str(job.path.resolve()),
+        "job_name": job.name,
+        "input": str(job.input.path.resolve()),
+        "input_fingerprint": _fingerprint(job.input.path),
+        "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
+        "runs": [*(prior or {}).get("runs", []), run_record],
+    }
+    write_meta(req.results, meta)
+    started = time.monotonic()
+    writer = ResultsWriter(req.results)
+    try:
+        async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
+            show = not req.quiet
+            total = console.count_records(job.input.path) if show and console.is_tty() else None
+            with console.LiveProgress(total=total, enabled=show) as progress:
+                pipeline = Pipeline(
+                    target=target,
+                    sink=writer.write,
+                    workers=job.limits.concurrency,
+                    on_progress=progress.update,
+                    abort_failure_ratio=job.safety.abort_failure_ratio,
+                    abort_min_rows=job.safety.abort_min_rows,
+                )
+                if done is not None:
+                    progress.skip(done.count)
+                _install_signals(pipeline)
+                await pipeline.run(rows())
+    finally:
+        writer.close()
+    earlier_invalid = done.invalid if done is not None else 0
+    code = _exit_code(pipeline, earlier_invalid)
+    run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
+                      stopped=pipeline.reason.value if pipeline.stopping else None)
+    write_meta(req.results, meta)
+    _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
+            already=done.count if done is not None else 0)
+    return code
+
+
+def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,
+            already: int) -> None:
+    stopped = None
+    if pipeline.stopping:
+        stopped = pipeline.reason.value + (f": {pipeline.detail}" if pipeline.detail else "")
+    if req.quiet:
+        if stopped:
+            console.err.print(f"bulkgroups: stopped: {stopped}", markup=False)
+        return
+    unfinished_rows = pipeline.stopping or pipeline.tally.by_status[Status.FAILED] > 0
+    hint = f"bulkgroups resume {req.results}" if unfinished_rows else None
+    console.print_summary(pipeline.tally, elapsed_s=elapsed_s, results=req.results,
+                          stopped=stopped, resume_hint=hint, already=already)

@@ -1,0 +1,116 @@
+"""Adaxes routes: /restApi/api/directoryObjects/groupMembers and runningOperations."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from bulkgroups.sandbox.adaxes_state import AdObject
+from bulkgroups.sandbox.core import CORE, Core
+from bulkgroups.sandbox.operations import apply_change
+from bulkgroups.sandbox.replies import ax_bad_request, ax_error, json_response
+
+routes = web.RouteTableDef()
+MEMBERS = "/restApi/api/directoryObjects/groupMembers"
+
+
+def _required(values: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        key: [f"The {key} field is required."]
+        for key, value in values.items()
+        if not isinstance(value, str) or not value.strip()
+    }
+
+
+def _find(core: Core, ident: str, what: str) -> AdObject | web.Response:
+    obj = core.adaxes.resolve(ident)
+    if obj is None:
+        return ax_error(404, f"The {what} '{ident}' was not found.", "notFound")
+    if what == "group" and obj.type != "group":
+        return ax_bad_request({"group": [f"The object '{ident}' is not a group."]})
+    return obj
+
+
+async def _change(request: web.Request, group_id: str, member_id: str, add: bool) -> web.Response:
+    core = request.app[CORE]
+    group = _find(core, group_id, "group")
+    if isinstance(group, web.Response):
+        return group
+    member = _find(core, member_id, "member")
+    if isinstance(member, web.Response):
+        return member
+    config = core.config
+
+    def apply() -> dict[str, Any]:
+        return apply_change(group, member, add, config.adaxes_no_changes_flag)
+
+    duration = config.adaxes_operation_s
+    if duration > 0:
+        try:
+            wait: float | None = float(request.headers["Adm-Wait"])
+        except (KeyError, ValueError):
+            wait = None
+        if wait is not None and duration > wait:
+            return json_response({"id": core.operations.start(duration, apply)}, 202)
+        await asyncio.sleep(duration)
+    return json_response(apply())
+
+
+@routes.delete(MEMBERS)
+async def remove_member(request: web.Request) -> web.Response:
+    query = request.query
+    group, member = query.get("group"), query.get("member")
+    missing = _required({"group": group, "member": member})
+    if missing or group is None or member is None:
+        return ax_bad_request(missing)
+    return await _change(request, group, member, add=False)
+
+
+@routes.post(MEMBERS)
+async def add_member(request: web.Request) -> web.Response:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return ax_bad_request({"body": ["The request body is not valid JSON."]})
+    if not isinstance(body, dict):
+        return ax_bad_request({"body": ["The request body must be a JSON object."]})
+    group, member = body.get("group"), body.get("newMember")
+    missing = _required({"group": group, "newMember": member})
+    if missing or not isinstance(group, str) or not isinstance(member, str):
+        return ax_bad_request(missing)
+    return await _change(request, group, member, add=True)
+
+
+@routes.get(MEMBERS)
+async def list_members(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    query = request.query
+    ident = query.get("group")
+    if ident is None or not ident.strip():
+        return ax_bad_request(_required({"group": ident}))
+    try:
+        limit = int(query.get("sizeLimit", "0"))
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        return ax_bad_request({"sizeLimit": ["The sizeLimit must be a non-negative integer."]})
+    group = _find(core, ident, "group")
+    if isinstance(group, web.Response):
+        return group
+    indirect = query.get("includeIndirect", "false").lower() == "true"
+    members = core.adaxes.members_of(group, indirect)
+    if limit:
+        members = members[:limit]
+    return json_response([obj.dto for obj in members])
+
+
+@routes.get("/restApi/api/runningOperations/{id}")
+async def running_operation(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    status = core.operations.status(request.match_info["id"])
+    if status is None:
+        return ax_error(404, "The operation was not found.", "notFound")
+    return json_response(status)

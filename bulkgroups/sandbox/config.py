@@ -1,0 +1,20 @@
+"""SandboxConfig: the live, mutable settings of one sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bulkgroups.sandbox.faults import Faults
+from bulkgroups.sandbox.limits import Limits
+
+
+@dataclass
+class SandboxConfig:
+    """Read on every request: tests may replace `limits` or `faults` while the sandbox runs."""
+
+    limits: Limits = field(default_factory=Limits)
+    faults: Faults = field(default_factory=Faults)
+    token_ttl_s: float = 1800.0  # DocSpace and Adaxes signed-in tokens
+    session_ttl_s: float = 600.0  # Adaxes legacy sign-in sessions
+    adaxes_operation_s: float = 0.0  # simulated duration of an Adaxes change
+    adaxes_no_changes_flag: bool = False  # answer no-op changes with resultType 0 + noChanges

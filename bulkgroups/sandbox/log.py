@@ -1,0 +1,57 @@
+"""The request log: one entry per finished request (control requests are not logged)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def token_label(credential: str) -> str:
+    """A short, non-secret label of a credential: its first 4 characters, or "" if none."""
+    return credential[:4] + "…" if credential else ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One request as the sandbox saw it.
+
+    `start` and `end` are `time.monotonic()` readings, the same clock in every process on Linux.
+    """
+
+    start: float
+    end: float
+    method: str
+    path: str  # decoded, without the query
+    query: str  # raw query string
+    status: int  # 0 when the connection was dropped without an answer
+    api: str  # "docspace" | "adaxes" | "auth"
+    writes_in_flight: int  # non-GET requests in flight for this credential when this one started
+    token: str  # token_label() of the credential
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "status": self.status,
+            "api": self.api,
+            "writes_in_flight": self.writes_in_flight,
+            "token": self.token,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LogEntry:
+        """Rebuild an entry from `GET /_sandbox/log` output."""
+        return cls(
+            start=float(data["start"]),
+            end=float(data["end"]),
+            method=str(data["method"]),
+            path=str(data["path"]),
+            query=str(data["query"]),
+            status=int(data["status"]),
+            api=str(data["api"]),
+            writes_in_flight=int(data["writes_in_flight"]),
+            token=str(data["token"]),
+        )

@@ -1,0 +1,45 @@
+"""An offline look at an input: what it holds and which rows are bad (validate, --dry-run)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bulkgroups.model import InvalidRow, Op, Row, TargetKind
+
+# Listing every bad row of a million-row file helps nobody and costs memory.
+MAX_LISTED_INVALID = 200
+
+
+@dataclass(slots=True)
+class Survey:
+    rows: int = 0
+    by_op: Counter[str] = field(default_factory=Counter)
+    by_group: Counter[str] = field(default_factory=Counter)
+    invalid: int = 0
+    listed_invalid: list[InvalidRow] = field(default_factory=list)
+
+    @property
+    def valid(self) -> int:
+        return self.rows - self.invalid
+
+    def requests(self, kind: TargetKind) -> int:
+        """Change requests the valid rows need at least (an Adaxes move_all needs two a member,
+        unknown until the group is read, so it counts one)."""
+        per_op = {Op.REMOVE: 1, Op.ADD: 1, Op.MOVE: 2, Op.MOVE_ALL: 1}
+        return sum(per_op[Op(op)] * n for op, n in self.by_op.items())
+
+
+def survey(items: Iterable[Row | InvalidRow]) -> Survey:
+    s = Survey()
+    for item in items:
+        s.rows += 1
+        if isinstance(item, Row):
+            s.by_op[item.op.value] += 1
+            s.by_group[item.group] += 1
+        else:
+            s.invalid += 1
+            if len(s.listed_invalid) < MAX_LISTED_INVALID:
+                s.listed_invalid.append(item)
+    return s

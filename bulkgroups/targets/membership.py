@@ -1,0 +1,126 @@
+"""Each group's members, read once per run and shared by every row that needs them.
+
+With `precheck` on, thousands of rows name the same few groups; reading a group once and
+answering the obvious noops from memory saves a request per row. Concurrent rows of one group
+wait on one read (a lock per group) instead of each sending its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bulkgroups.model import Result, Status
+from bulkgroups.targets.transport import Reply, message_of
+
+M = TypeVar("M")
+
+
+class Trace:
+    """What one row's requests added up to: the last HTTP status, and `attempts` as 1 + the
+    retries of all its requests (0 when none was sent), so a move's two requests with no
+    retry read 1 and `attempts - 1` is always the row's retries."""
+
+    __slots__ = ("retries", "sent", "status")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.retries = 0
+        self.status: int | None = None
+
+    @property
+    def attempts(self) -> int:
+        return 1 + self.retries if self.sent else 0
+
+    def see(self, reply: Reply) -> Reply:
+        self.sent = True
+        self.retries += max(0, reply.attempts - 1)
+        if reply.status is not None:
+            self.status = reply.status
+        return reply
+
+    def share(self, reply: Reply) -> None:
+        """Another row's read decided this row: its status, not its attempts, is this row's."""
+        if reply.status is not None:
+            self.status = reply.status
+
+    def result(
+        self, status: Status, error: str | None = None, moved: tuple[str, ...] | None = None
+    ) -> Result:
+        return Result(
+            status, http_status=self.status, attempts=self.attempts, error=error, moved=moved
+        )
+
+    def failed(self, reply: Reply) -> Result:
+        return self.result(Status.FAILED, reason(reply))
+
+
+def reason(reply: Reply) -> str:
+    """Why a request did not succeed, in the server's words when it gave any."""
+    if reply.error:
+        return reply.error
+    said = message_of(reply.body)
+    if said != "no message" or reply.status is None:
+        return said
+    return f"HTTP {reply.status} without a message"
+
+
+def is_final_refusal(reply: Reply) -> bool:
+    """A 4xx answer will not change on a second read (unknown group, bad id); a timeout or
+    an exhausted 5xx might."""
+    return reply.status is not None and 400 <= reply.status < 500 and reply.status != 429
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup(Generic[M]):
+    members: M | None  # None: the group could not be read; `reply` says why
+    reply: Reply
+    own: bool  # this row sent the read, so its attempts count for the row
+
+
+Loader = Callable[[str], Awaitable[tuple[Reply, M | None]]]
+
+
+class MemberCache(Generic[M]):
+    """`get(group)` reads a group on first use; later calls get the same (live) object, which
+    the adapter updates in place after each change it makes."""
+
+    __slots__ = ("_key", "_known", "_load", "_locks")
+
+    def __init__(self, load: Loader[M], *, key: Callable[[str], str]) -> None:
+        self._load = load
+        self._key = key
+        self._known: dict[str, tuple[Reply, M | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, group: str, trace: Trace) -> Lookup[M]:
+        key = self._key(group)
+        known = self._known.get(key)
+        if known is None:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                known = self._known.get(key)
+                if known is None:
+                    reply, members = await self._load(group)
+                    trace.see(reply)
+                    # A transient failure is not remembered: the next row reads again.
+                    if members is not None or is_final_refusal(reply):
+                        self._known[key] = (reply, members)
+                    return Lookup(members, reply, own=True)
+        reply, members = known
+        return Lookup(members, reply, own=False)
+
+    def peek(self, group: str) -> M | None:
+        """The members as last known, without reading; None when never read or unreadable."""
+        known = self._known.get(self._key(group))
+        return None if known is None else known[1]
+
+    def store(self, group: str, reply: Reply, members: M) -> None:
+        """Replace what is known with a fresher read."""
+        self._known[self._key(group)] = (reply, members)
+
+    def forget(self, group: str) -> None:
+        """The next `get` reads the group again (after a change whose effect is not known)."""
+        self._known.pop(self._key(group), None)

@@ -1,0 +1,86 @@
+"""Builds what a run talks through: the endpoint (or the embedded sandbox), the HTTP session,
+the pacer and the target adapter."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bulkgroups.job import Job, load_credentials
+from bulkgroups.limiter import Pacer
+from bulkgroups.model import TargetKind
+from bulkgroups.retry import RetryPolicy
+from bulkgroups.secret import Secret
+from bulkgroups.targets import auth_for, make_target
+from bulkgroups.targets.base import Target
+from bulkgroups.targets.transport import Transport
+
+
+class Unsupported(Exception):
+    """The job asks for something this version cannot do yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    base_url: str
+    token: Secret
+
+
+def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
+    if kind is TargetKind.DOCSPACE:
+        return Secret(next(iter(state.get("docspace", {}).get("api_keys", {"": []}))))
+    return Secret((state.get("adaxes", {}).get("tokens") or [""])[0])
+
+
+@contextlib.asynccontextmanager
+async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator[Endpoint]:
+    """The URL and token to use; for a sandbox job, starts the embedded emulator first."""
+    creds = load_credentials(job, environ=environ)
+    if not job.target.sandbox:
+        if creds.token is None:
+            raise Unsupported("sign-in with username_env/password_env is not supported yet")
+        yield Endpoint(job.target.base_url, creds.token)
+        return
+    from bulkgroups.sandbox import Sandbox, make_state  # only sandbox jobs pay for it
+
+    state: dict[str, Any] = (
+        orjson.loads(job.target.sandbox_state.read_bytes())
+        if job.target.sandbox_state is not None
+        else make_state()
+    )
+    async with Sandbox(state) as sb:
+        url = sb.base_url if job.target.kind is TargetKind.DOCSPACE else sb.adaxes_url
+        yield Endpoint(url, creds.token or _sandbox_token(job.target.kind, state))
+
+
+def _ssl(job: Job) -> ssl.SSLContext | bool:
+    # Verification stays on; a private CA is added, never a way to switch checks off.
+    if job.target.ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(job.target.ca_file))
+
+
+@contextlib.asynccontextmanager
+async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
+    """One session for the whole run, its pool sized to the concurrency so a request never
+    waits for a connection while its timeout runs."""
+    limits = job.limits
+    connector = aiohttp.TCPConnector(limit=limits.concurrency, ssl=_ssl(job))
+    async with aiohttp.ClientSession(
+        connector=connector, json_serialize_bytes=orjson.dumps, raise_for_status=False
+    ) as session:
+        transport = Transport(
+            session,
+            base_url=endpoint.base_url,
+            auth=auth_for(job.target.kind, endpoint.token),
+            pacer=Pacer(rate=limits.rate, concurrency=limits.concurrency),
+            policy=RetryPolicy(max_retries=limits.max_retries),
+            timeout_s=limits.timeout_s,
+        )
+        yield make_target(job.target.kind, transport, precheck=limits.precheck)

@@ -1,0 +1,138 @@
+"""Helpers for end-to-end tests: write a job for a running sandbox, run the real CLI in a
+subprocess (so signals and exit codes are real), read the results back."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulkgroups.sandbox import Sandbox
+
+DS_TOKEN = "sk-test-key"
+AX_TOKEN = "adm-test-token"
+
+
+def write_job(
+    folder: Path,
+    sb: Sandbox,
+    *,
+    kind: str = "docspace",
+    rows: Iterable[Mapping[str, str]] = (),
+    fmt: str = "csv",
+    limits: Mapping[str, Any] | None = None,
+    safety: Mapping[str, Any] | None = None,
+    name: str = "t",
+) -> Path:
+    """A job file and its input in `folder`, pointed at the running sandbox."""
+    data = folder / f"input.{fmt}"
+    if fmt == "csv":
+        with open(data, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["op", "group", "member", "to_group"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        data.write_bytes(b"".join(orjson.dumps(dict(r)) + b"\n" for r in rows))
+    base = sb.base_url if kind == "docspace" else sb.adaxes_url
+    lines = [
+        "[job]", f'name = "{name}"', "[target]", f'kind = "{kind}"', f'base_url = "{base}"',
+        'token_env = "BG_TEST_TOKEN"', "[input]", f'path = "{data.name}"',
+        "[output]", 'results = "results.jsonl"', "[limits]",
+    ]
+    merged = {"rate": 1000, "concurrency": 10, "timeout_s": 5, **(limits or {})}
+    lines += [f"{k} = {_toml(v)}" for k, v in merged.items()]
+    if safety:
+        lines.append("[safety]")
+        lines += [f"{k} = {_toml(v)}" for k, v in safety.items()]
+    job = folder / "job.toml"
+    job.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return job
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass
+class Done:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli_env(token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BG_")}
+    env["BG_TEST_TOKEN"] = token
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def start_cli(*args: str, token: str = DS_TOKEN, cwd: Path | None = None
+                    ) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bulkgroups", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=cli_env(token), cwd=cwd,
+    )
+
+
+async def finish(proc: asyncio.subprocess.Process, *, timeout_s: float = 60) -> Done:
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return Done(proc.returncode, out.decode(), err.decode())
+
+
+async def run_cli(*args: str, token: str = DS_TOKEN, timeout_s: float = 60) -> Done:
+    """Run `bulkgroups ARGS` to the end while this loop keeps serving the sandbox."""
+    return await finish(await start_cli(*args, token=token), timeout_s=timeout_s)
+
+
+def results_lines(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def last_outcomes(path: Path) -> dict[int, dict[str, Any]]:
+    """Each row's last line: its outcome."""
+    out: dict[int, dict[str, Any]] = {}
+    for line in path.read_bytes().splitlines():
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        out[obj["row"]] = obj
+    return out
+
+
+def max_in_window(starts: Sequence[float], window_s: float) -> int:
+    """The most request starts that fall in any window of `window_s` seconds."""
+    ordered = sorted(starts)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
+    """The most requests in flight at once, from (start, end) pairs."""
+    pairs = list(spans)
+    events = sorted([(s, 1) for s, _ in pairs] + [(e, -1) for _, e in pairs])
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best

@@ -1,0 +1,103 @@
+"""Choosing the rows to resume, the run lock and the safety filter: pure logic, no server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkgroups.lock import Locked, lock_path, run_lock
+from bulkgroups.model import InvalidRow, Op, Outcome, Row, Status
+from bulkgroups.resume import FinishedRows, unfinished
+from bulkgroups.safety import count_changes, guard, norm
+
+
+def line(row: int, status: str) -> bytes:
+    o = Outcome(
+        row=row, line=row + 1, key="k", op="remove", group="g", member='m"status":"ok"',
+        to_group="", status=Status(status), http_status=None, attempts=1, error=None,
+        elapsed_ms=1.0, finished_at="2026-11-23T00:00:00.000Z",
+    )
+    return orjson.dumps(o)
+
+
+def test_last_line_for_a_row_wins() -> None:
+    """A row failed then ok is finished; ok then failed (a later retry failing) is not."""
+    done = FinishedRows()
+    for row, status in [(1, "failed"), (1, "ok"), (2, "ok"), (2, "failed"), (3, "invalid"),
+                        (4, "pending"), (5, "noop"), (6, "failed")]:
+        done.add_line(line(row, status))
+    assert [r for r in range(1, 8) if r in done] == [1, 3, 4, 5]
+    assert done.count == 4
+
+
+def test_torn_and_foreign_lines_are_skipped() -> None:
+    """A half-written line or a line of another shape is counted as torn, never a crash."""
+    done = FinishedRows()
+    done.add_line(b'{"row":7,"line":8,"ke')
+    done.add_line(b"[1,2]")
+    done.add_line(b'{"status": "ok", "row": 9}')
+    assert 9 in done and 7 not in done
+    assert done.torn == 2
+
+
+def test_index_from_file_and_filter(tmp_path: Path) -> None:
+    """Reading a results file gives the rows to skip; unfinished() yields only the others."""
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"\n".join(line(r, "ok" if r % 3 else "failed") for r in range(1, 31))
+                     + b"\n" + b'{"row":31,"li')
+    done = FinishedRows.from_results(path)
+    rows = [Row(row=r, line=r + 1, op=Op.REMOVE, group="g", member="m") for r in range(1, 40)]
+    left = [item.row for item in unfinished(rows, done)]
+    assert left == [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, *range(31, 40)]
+    assert FinishedRows.from_results(tmp_path / "absent.jsonl").count == 0
+
+
+def test_index_stays_small_for_many_rows() -> None:
+    """200,000 finished rows fit in about 25 kB of bits."""
+    done = FinishedRows()
+    for r in range(1, 200_001):
+        done.add_line(b'{"row":%d,"line":1,"status":"ok"}' % r)
+    assert done.count == 200_000
+    assert len(done._bits) < 60_000
+
+
+def test_second_holder_is_refused_with_the_pid(tmp_path: Path) -> None:
+    """While one process holds the lock, another is refused with a message naming the pid."""
+    results = tmp_path / "r.jsonl"
+    code = (
+        "import sys,time; from pathlib import Path; from bulkgroups.lock import run_lock\n"
+        "with run_lock(Path(sys.argv[1])):\n"
+        "    print('held', flush=True); sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(results)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(Locked, match=f"pid {proc.pid}"), run_lock(results):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    # Killed without unlocking: the kernel released the flock, so the stale lock is taken over.
+    assert lock_path(results).exists()
+    with run_lock(results):
+        assert lock_path(results).read_text().strip() == str(os.getpid())
+
+
+def test_protected_ids_make_rows_invalid_ignoring_case() -> None:
+    """A row naming a protected id in any column becomes invalid with reason 'protected'."""
+    rows: list[Row | InvalidRow] = [
+        Row(row=1, line=2, op=Op.REMOVE, group="G1", member="Boss"),
+        Row(row=2, line=3, op=Op.MOVE, group="g1", member="m", to_group="VIP"),
+        Row(row=3, line=4, op=Op.REMOVE, group="g1", member="m"),
+        InvalidRow(row=4, line=5, reason="unknown op 'x'"),
+    ]
+    out = list(guard(rows, frozenset({norm(" boss "), norm("vip")})))
+    assert [getattr(o, "reason", None) for o in out] == [
+        "protected", "protected", None, "unknown op 'x'"]
+    assert count_changes(out) == 1

@@ -1,0 +1,149 @@
+"""The request log and the /_sandbox/* control endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import aiohttp
+import pytest
+
+from bulkgroups.sandbox import Faults, LogEntry, Sandbox, SandboxConfig
+
+
+async def test_log_fields(sandbox: Sandbox, http, state, ds_auth, ax_auth):
+    """Each finished request is logged with its method, path, query, status, api and token label."""
+    before = time.monotonic()
+    gid = next(iter(state["docspace"]["groups"]))
+    async with http.get(
+        f"{sandbox.base_url}/api/2.0/group/{gid}?includeMembers=false", headers=ds_auth
+    ) as r:
+        assert r.status == 200
+    async with http.delete(
+        f"{sandbox.base_url}/api/2.0/group/{gid}/members", json={"members": []}, headers=ds_auth
+    ):
+        pass
+    async with http.get(f"{sandbox.base_url}/api/2.0/group"):
+        pass
+    group = next(dn for dn, o in state["adaxes"]["objects"].items() if o["type"] == "group")
+    url = f"{sandbox.adaxes_url}/api/directoryObjects/groupMembers"
+    async with http.get(url, params={"group": group}, headers=ax_auth):
+        pass
+    body = {"userName": "admin@example.com", "password": "test-password"}
+    async with http.post(f"{sandbox.base_url}/api/2.0/authentication", json=body):
+        pass
+    log = sandbox.log
+    assert [(e.method, e.status, e.api, e.token) for e in log] == [
+        ("GET", 200, "docspace", "sk-t…"),
+        ("DELETE", 200, "docspace", "sk-t…"),
+        ("GET", 401, "docspace", ""),
+        ("GET", 200, "adaxes", "adm-…"),
+        ("POST", 201, "auth", ""),
+    ]
+    first = log[0]
+    assert isinstance(first, LogEntry)
+    assert first.path == f"/api/2.0/group/{gid}"
+    assert first.query == "includeMembers=false"
+    assert log[3].path == "/restApi/api/directoryObjects/groupMembers"
+    assert log[3].query.startswith("group=CN%3DSales")
+    assert [e.writes_in_flight for e in log] == [0, 1, 0, 0, 1]
+    assert all(before <= e.start <= e.end <= time.monotonic() for e in log)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(log))
+
+
+async def test_control_log_endpoints(sandbox: Sandbox, http, ds_auth):
+    """GET /_sandbox/log lists entries (unlogged itself); DELETE clears it; clear_log() too."""
+    async with http.get(f"{sandbox.base_url}/api/2.0/group", headers=ds_auth):
+        pass
+    async with http.get(f"{sandbox.base_url}/_sandbox/log") as r:
+        assert r.status == 200
+        entries = [LogEntry.from_json(e) for e in await r.json()]
+    assert entries == sandbox.log
+    assert len(entries) == 1
+    async with http.get(f"{sandbox.base_url}/_sandbox/log?since=1") as r:
+        assert await r.json() == []
+    async with http.delete(f"{sandbox.base_url}/_sandbox/log") as r:
+        assert r.status == 204
+    assert sandbox.log == []
+    async with http.get(f"{sandbox.base_url}/api/2.0/group", headers=ds_auth):
+        pass
+    sandbox.clear_log()
+    assert sandbox.log == []
+
+
+async def test_control_state(sandbox: Sandbox, http, state, ds_auth):
+    """GET /_sandbox/state is the same as dump(), which starts equal to the input state."""
+    assert sandbox.dump() == state
+    gid = next(iter(state["docspace"]["groups"]))
+    gone = state["docspace"]["groups"][gid]["members"][:1]
+    url = f"{sandbox.base_url}/api/2.0/group/{gid}/members"
+    async with http.delete(url, json={"members": gone}, headers=ds_auth):
+        pass
+    async with http.get(f"{sandbox.base_url}/_sandbox/state") as r:
+        dumped = await r.json()
+    assert dumped == sandbox.dump() != state
+
+
+async def test_control_inject(sandbox: Sandbox, http, ds_auth):
+    """POST /_sandbox/inject queues forced answers; a bad body is 400; control is never faulted."""
+    async with http.post(
+        f"{sandbox.base_url}/_sandbox/inject",
+        json={"status": 503, "count": 2, "retry_after_s": 1.5, "api": "docspace"},
+    ) as r:
+        assert r.status == 200
+        assert (await r.json())["pending"] == 2
+    for _ in range(2):
+        async with http.get(f"{sandbox.base_url}/api/2.0/group", headers=ds_auth) as r:
+            assert r.status == 503
+            assert r.headers["Retry-After"] == "1.5"
+    async with http.get(f"{sandbox.base_url}/api/2.0/group", headers=ds_auth) as r:
+        assert r.status == 200
+    for bad in ({"count": 1}, {"status": 429, "api": "x"}, {"status": "x"}, [1]):
+        async with http.post(f"{sandbox.base_url}/_sandbox/inject", json=bad) as r:
+            assert r.status == 400, bad
+    sandbox.inject(status=0, count=5)
+    async with http.get(f"{sandbox.base_url}/_sandbox/state") as r:
+        assert r.status == 200
+
+
+async def test_control_expire_tokens(sandbox: Sandbox, http):
+    """POST /_sandbox/expire-tokens expires signed-in tokens."""
+    body = {"userName": "admin@example.com", "password": "test-password"}
+    async with http.post(f"{sandbox.base_url}/api/2.0/authentication", json=body) as r:
+        token = (await r.json())["response"]["token"]
+    async with http.post(f"{sandbox.base_url}/_sandbox/expire-tokens") as r:
+        assert r.status == 200
+        assert (await r.json())["expired"] == 1
+    async with http.get(f"{sandbox.base_url}/api/2.0/group", headers={"Authorization": token}) as r:
+        assert r.status == 401
+
+
+async def test_sandbox_urls_and_restart(state):
+    """base_url/adaxes_url point at the bound port; a sandbox can be started many times."""
+    ports = set()
+    for _ in range(3):
+        async with Sandbox(state) as sb:
+            assert sb.base_url == f"http://127.0.0.1:{sb.port}"
+            assert sb.adaxes_url == sb.base_url + "/restApi"
+            ports.add(sb.port)
+    assert all(p > 0 for p in ports)
+
+
+async def test_stops_cleanly_with_a_request_in_flight(state, ds_auth):
+    """Leaving the context with a request held by latency ends it quickly, without warnings."""
+    async with aiohttp.ClientSession() as http:
+        config = SandboxConfig(faults=Faults(latency_ms=30_000))
+        started = time.monotonic()
+        async with Sandbox(state, config=config) as sb:
+            url = f"{sb.base_url}/api/2.0/group/{next(iter(state['docspace']['groups']))}/members"
+            pending = asyncio.create_task(http.post(url, json={"members": []}, headers=ds_auth))
+            deadline = time.monotonic() + 5
+            while sb.in_flight == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert sb.in_flight == 1
+        assert time.monotonic() - started < 5
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await pending
+    assert [e.status for e in sb.log] == [0]
+    assert sb.in_flight == 0

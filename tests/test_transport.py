@@ -1,0 +1,269 @@
+"""Transport over real HTTP against the sandbox: retries, the shared 429 pause, credentials."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from bulkgroups.limiter import Pacer
+from bulkgroups.model import Op, Result, Row, Status, TargetKind
+from bulkgroups.retry import RetryPolicy
+from bulkgroups.sandbox import Faults, Limits, Sandbox, SandboxConfig, make_state
+from bulkgroups.secret import Secret
+from bulkgroups.targets import AuthRefused, auth_for, make_target
+from bulkgroups.targets.transport import Transport
+
+StartSandbox = Callable[..., Awaitable[Sandbox]]
+READ_ONLY = "sk-read-only"
+
+
+def small_state() -> dict[str, Any]:
+    state = make_state(docspace_groups=2, docspace_members=4, adaxes_groups=1, adaxes_members=8)
+    state["docspace"]["api_keys"][READ_ONLY] = ["accounts:read"]
+    return state
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """The session as the tool builds it: orjson bodies, a connection cap."""
+    async with aiohttp.ClientSession(
+        json_serialize_bytes=orjson.dumps, connector=aiohttp.TCPConnector(limit=16)
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+async def box(start_sandbox: StartSandbox) -> Sandbox:
+    """A sandbox serving small_state()."""
+    return await start_sandbox(small_state())
+
+
+def transport(
+    sb: Sandbox,
+    session: aiohttp.ClientSession,
+    *,
+    kind: TargetKind = TargetKind.DOCSPACE,
+    token: str | None = None,
+    retries: int = 3,
+    concurrency: int = 8,
+) -> Transport:
+    if token is None:
+        token = "sk-test-key" if kind is TargetKind.DOCSPACE else "adm-test-token"
+    return Transport(
+        session,
+        base_url=sb.base_url if kind is TargetKind.DOCSPACE else sb.adaxes_url,
+        auth=auth_for(kind, Secret(token)),
+        pacer=Pacer(rate=1000.0, concurrency=concurrency),
+        policy=RetryPolicy(max_retries=retries, base_s=0.01, cap_s=0.05),
+        timeout_s=5.0,
+    )
+
+
+def first_group(sb: Sandbox) -> tuple[str, str]:
+    """The first DocSpace group and one of its members."""
+    gid, group = next(iter(sb.dump()["docspace"]["groups"].items()))
+    return gid, group["members"][0]
+
+
+def ds_groups(sb: Sandbox) -> dict[str, set[str]]:
+    return {gid: set(g["members"]) for gid, g in sb.dump()["docspace"]["groups"].items()}
+
+
+def remove(gid: str, member: str) -> Row:
+    return Row(row=1, line=2, op=Op.REMOVE, group=gid, member=member)
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+async def test_503_is_retried_then_ok(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """Two 503s, then the answer: one Reply, three attempts, three requests seen."""
+    gid, _ = first_group(box)
+    box.inject(503, count=2, api="docspace")
+    reply = await transport(box, client).send("GET", f"/api/2.0/group/{gid}")
+    assert (reply.status, reply.attempts, reply.error) == (200, 3, None)
+    assert [e.status for e in box.log] == [503, 503, 200]
+
+
+async def test_dropped_connection_is_retried(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """A connection closed without an answer is sent again, and counted as an attempt."""
+    gid, member = first_group(box)
+    box.inject(0, count=1, api="docspace")
+    result = await make_target(TargetKind.DOCSPACE, transport(box, client), precheck=False).apply(
+        remove(gid, member)
+    )
+    assert result == Result(Status.OK, http_status=200, attempts=2)
+    assert [e.status for e in box.log] == [0, 200]
+    assert member not in ds_groups(box)[gid]
+
+
+async def test_adaxes_503_is_retried(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """The Adaxes adapter goes through the same retries."""
+    group, raw = next(
+        (dn, o) for dn, o in box.dump()["adaxes"]["objects"].items() if o["type"] == "group"
+    )
+    member = raw["members"][0]
+    box.inject(503, count=1, api="adaxes")
+    tg = make_target(
+        TargetKind.ADAXES, transport(box, client, kind=TargetKind.ADAXES), precheck=False
+    )
+    result = await tg.apply(remove(group, member))
+    assert result == Result(Status.OK, http_status=200, attempts=2)
+    assert member not in box.dump()["adaxes"]["objects"][group]["members"]
+
+
+@pytest.mark.parametrize(
+    ("status", "http_status", "error"),
+    [
+        (503, 503, "Injected answer: 503"),
+        (0, None, "server closed the connection without answering"),
+    ],
+)
+async def test_retries_exhausted_fail_the_row_with_the_reason(
+    box: Sandbox,
+    client: aiohttp.ClientSession,
+    status: int,
+    http_status: int | None,
+    error: str,
+) -> None:
+    """When every attempt fails the row is failed with why, after 1 + max_retries sends."""
+    gid, member = first_group(box)
+    before = ds_groups(box)
+    box.inject(status, count=10, api="docspace")
+    tg = make_target(TargetKind.DOCSPACE, transport(box, client, retries=2), precheck=False)
+    result = await tg.apply(remove(gid, member))
+    assert result == Result(Status.FAILED, http_status=http_status, attempts=3, error=error)
+    assert len(box.log) == 3
+    assert ds_groups(box) == before
+
+
+async def test_non_retryable_400_is_sent_once(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """A 400 is the request's own fault: one send, failed with the server's message."""
+    gid, member = first_group(box)
+    box.inject(400, count=5, api="docspace")
+    tg = make_target(TargetKind.DOCSPACE, transport(box, client), precheck=False)
+    result = await tg.apply(remove(gid, member))
+    assert result == Result(
+        Status.FAILED, http_status=400, attempts=1, error="Injected answer: 400"
+    )
+    assert len(box.log) == 1
+
+
+async def test_timeout_is_retried_and_reported(
+    start_sandbox: StartSandbox, client: aiohttp.ClientSession
+) -> None:
+    """No answer within timeout_s: retried, then `error` says so (status None)."""
+    sb = await start_sandbox(small_state(), SandboxConfig(faults=Faults(latency_ms=400)))
+    gid, _ = first_group(sb)
+    tp = Transport(
+        client,
+        base_url=sb.base_url,
+        auth=auth_for(TargetKind.DOCSPACE, Secret("sk-test-key")),
+        pacer=Pacer(rate=1000.0, concurrency=4),
+        policy=RetryPolicy(max_retries=1, base_s=0.01, cap_s=0.02),
+        timeout_s=0.1,
+    )
+    reply = await tp.send("GET", f"/api/2.0/group/{gid}")
+    assert (reply.status, reply.attempts, reply.error) == (None, 2, "no answer within 0.1 s")
+
+
+# -- the shared pause -------------------------------------------------------------------------
+
+
+async def test_429_retry_after_pauses_every_request(
+    start_sandbox: StartSandbox, client: aiohttp.ClientSession
+) -> None:
+    """After a 429 with Retry-After no new request starts until the pause ends; only those
+    already in flight finish meanwhile."""
+    pause = 1.2
+    sb = await start_sandbox(
+        small_state(), SandboxConfig(limits=Limits.off(), faults=Faults(latency_ms=40))
+    )
+    gid, _ = first_group(sb)
+    sb.inject(429, count=1, retry_after_s=pause, api="docspace")
+    tp = transport(sb, client, concurrency=4)
+    replies = await asyncio.gather(*(tp.send("GET", f"/api/2.0/group/{gid}") for _ in range(24)))
+    assert all(r.status == 200 for r in replies)
+    assert sorted(r.attempts for r in replies) == [1] * 23 + [2]
+    [refused] = [e for e in sb.log if e.status == 429]
+    # Generous margins: the client sees the 429 a little after the server sent it.
+    quiet = [e for e in sb.log if refused.end + 0.3 < e.start < refused.end + pause - 0.1]
+    assert quiet == []
+    in_flight_then = [e for e in sb.log if e.start <= refused.end and e is not refused]
+    assert len(in_flight_then) <= 3  # concurrency 4: the 429 and at most three others
+    # The rest of the work waited for the pause (without one it would be done in ~0.25 s).
+    after = [e for e in sb.log if e.start >= refused.end + pause - 0.1]
+    assert len(after) >= 24 + 1 - 4 - 3
+
+
+async def test_long_retry_after_is_not_waited(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """A Retry-After beyond the cap (the daily quota) ends the request at once, failed."""
+    gid, member = first_group(box)
+    box.inject(429, count=1, retry_after_s=86400, api="docspace")
+    tg = make_target(TargetKind.DOCSPACE, transport(box, client), precheck=False)
+    result = await tg.apply(remove(gid, member))
+    assert result == Result(
+        Status.FAILED, http_status=429, attempts=1, error="rate limited for 86400 s"
+    )
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [TargetKind.DOCSPACE, TargetKind.ADAXES])
+async def test_401_raises_auth_refused(
+    box: Sandbox, client: aiohttp.ClientSession, kind: TargetKind
+) -> None:
+    """A wrong token is 401: the run must stop, not fail row after row."""
+    tp = transport(box, client, kind=kind, token="sk-wrong" if kind == "docspace" else "wrong")
+    path = "/api/2.0/group" if kind is TargetKind.DOCSPACE else "/api/directoryObjects/groupMembers"
+    with pytest.raises(AuthRefused, match="401"):
+        await tp.send("GET", path, params=None if kind is TargetKind.DOCSPACE else {"group": "x"})
+    assert len(box.log) == 1
+
+
+async def test_401_after_success_still_refuses(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """An expired signed-in token is 401 even mid-run: StaticAuth cannot renew, so it stops."""
+    url = box.base_url + "/api/2.0/authentication"
+    body = {"userName": "admin@example.com", "password": "test-password"}
+    async with client.post(url, json=body) as resp:
+        token = (await resp.json())["response"]["token"]
+    gid, member = first_group(box)
+    tg = make_target(TargetKind.DOCSPACE, transport(box, client, token=token), precheck=True)
+    assert (await tg.apply(remove(gid, member))).status is Status.OK
+    box.expire_tokens()
+    with pytest.raises(AuthRefused):
+        await tg.apply(remove(gid, first_group(box)[1]))
+
+
+async def test_403_before_any_success_raises(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """A key without the write scope, refused on the first request: AuthRefused."""
+    gid, member = first_group(box)
+    before = ds_groups(box)
+    tg = make_target(TargetKind.DOCSPACE, transport(box, client, token=READ_ONLY), precheck=False)
+    with pytest.raises(AuthRefused, match="403"):
+        await tg.apply(remove(gid, member))
+    assert ds_groups(box) == before
+
+
+async def test_403_after_a_success_fails_only_the_row(
+    box: Sandbox, client: aiohttp.ClientSession
+) -> None:
+    """Once a request succeeded, a 403 is that row's refusal: failed with the message."""
+    gid, member = first_group(box)
+    before = ds_groups(box)
+    # precheck reads the group first (allowed), then the DELETE lacks the write scope.
+    tg = make_target(TargetKind.DOCSPACE, transport(box, client, token=READ_ONLY), precheck=True)
+    result = await tg.apply(remove(gid, member))
+    assert result == Result(
+        Status.FAILED,
+        http_status=403,
+        attempts=2,
+        error="Access denied: the API key lacks the scope accounts:write",
+    )
+    assert ds_groups(box) == before
