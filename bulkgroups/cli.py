@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,9 +14,9 @@ import click
 
 from bulkgroups import __version__, console
 from bulkgroups.job import Job, JobError, load_job, results_path, with_limits
-from bulkgroups.rows import InputError, read_rows
 from bulkgroups.results import read_meta
 from bulkgroups.retention import latest_results
+from bulkgroups.rows import InputError, read_rows
 from bulkgroups.runner import EXIT_ROWS, EXIT_USAGE, RunRefused, RunRequest, run_job
 from bulkgroups.survey import survey
 

@@ -79,8 +79,10 @@ class Result:
     http_status: int | None = None
     attempts: int = 0
     error: str | None = None
-    # move_all: the members that left the source group, so that `undo` can move them back.
+    # move_all: who left `group` and joined `to_group` (`moved`), and who left `group` without
+    # joining (`left`: already in `to_group`, or a DocSpace guest), so `undo` is exact.
     moved: tuple[str, ...] | None = None
+    left: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ class Outcome:
     elapsed_ms: float
     finished_at: str
     moved: tuple[str, ...] | None = None
+    left: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, row: Row, result: Result, *, elapsed_ms: float, finished_at: str) -> Outcome:
@@ -119,6 +122,7 @@ class Outcome:
             elapsed_ms=elapsed_ms,
             finished_at=finished_at,
             moved=result.moved,
+            left=result.left,
         )
 
     @classmethod

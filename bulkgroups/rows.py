@@ -250,7 +250,7 @@ def _why(kind: TargetKind, op: Op | None, op_s: str, group: str, member: str, to
     """Everything wrong with a row that `make` turned down, most basic first."""
     problems: list[str] = []
     if op is None:
-        problems.append(f"unknown op {op_s!r}" if op_s else "missing op")
+        problems.append(f"unknown op {_show(op_s)}" if op_s else "missing op")
     else:
         if not group:
             problems.append(f"missing group for {op}")
@@ -269,3 +269,10 @@ def _why(kind: TargetKind, op: Op | None, op_s: str, group: str, member: str, to
     if op in _NEEDS_TO_GROUP and group and norm_id(group) == norm_id(to_group):
         problems.append("to_group is the same as group")
     return "; ".join(problems) or "invalid row"
+
+
+def _show(value: str, *, limit: int = 40) -> str:
+    """`value` quoted for a reason, cut short: a reason is one line of a report."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit])[:-1] + "...'"

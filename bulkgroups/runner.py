@@ -21,7 +21,7 @@ from bulkgroups.results import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.resume import FinishedRows, unfinished
 from bulkgroups.rows import read_rows
 from bulkgroups.safety import count_changes, guard
-from bulkgroups.wiring import Unsupported, connect, endpoint_for
+from bulkgroups.wiring import Unsupported, connect, endpoint_for, worker_count
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -141,6 +141,8 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         "input": str(job.input.path.resolve()),
         "input_fingerprint": _fingerprint(job.input.path),
         "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
+        # undo trusts a DocSpace `ok` removal only when the run read the group first.
+        "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
         "runs": [*(prior or {}).get("runs", []), run_record],
     }
     write_meta(req.results, meta)
@@ -154,7 +156,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
                 pipeline = Pipeline(
                     target=target,
                     sink=writer.write,
-                    workers=job.limits.concurrency,
+                    workers=worker_count(job),
                     on_progress=progress.update,
                     abort_failure_ratio=job.safety.abort_failure_ratio,
                     abort_min_rows=job.safety.abort_min_rows,

@@ -83,4 +83,17 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
             policy=RetryPolicy(max_retries=limits.max_retries),
             timeout_s=limits.timeout_s,
         )
-        yield make_target(job.target.kind, transport, precheck=limits.precheck)
+        yield make_target(job.target.kind, transport, precheck=limits.precheck,
+                          protected=job.safety.protected, batch_size=limits.batch_size)
+
+
+# Rows a run may hold at once: with batching, enough to fill `concurrency` requests of
+# `batch_size` members each; bounded, since each waiting row holds a little memory.
+MAX_WORKERS = 2000
+
+
+def worker_count(job: Job) -> int:
+    limits = job.limits
+    if job.target.kind is TargetKind.DOCSPACE and limits.batch_size > 1:
+        return min(MAX_WORKERS, limits.concurrency * limits.batch_size)
+    return limits.concurrency

@@ -44,7 +44,9 @@ def docspace(state: dict) -> list[dict[str, str]]:
 def adaxes(state: dict) -> list[dict[str, str]]:
     objects = state["objects"]
     groups = [dn for dn, o in objects.items() if o["type"] == "group"]
-    plain = next(g for g in groups if not objects[g].get("approval") and not objects[g].get("denied"))
+    plain = next(
+        g for g in groups if not objects[g].get("approval") and not objects[g].get("denied")
+    )
     approval = next(g for g in groups if objects[g].get("approval"))
     denied = next(g for g in groups if objects[g].get("denied"))
     users = [dn for dn, o in objects.items() if o["type"] == "user"]

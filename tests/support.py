@@ -46,7 +46,8 @@ def write_job(
         'token_env = "BG_TEST_TOKEN"', "[input]", f'path = "{data.name}"',
         "[output]", 'results = "results.jsonl"', "[limits]",
     ]
-    merged = {"rate": 1000, "concurrency": 10, "timeout_s": 5, **(limits or {})}
+    # One request per row unless a test is about batching.
+    merged = {"rate": 1000, "concurrency": 10, "timeout_s": 5, "batch_size": 1, **(limits or {})}
     lines += [f"{k} = {_toml(v)}" for k, v in merged.items()]
     if safety:
         lines.append("[safety]")

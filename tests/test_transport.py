@@ -263,7 +263,11 @@ async def test_403_after_a_success_fails_only_the_row(
     assert result == Result(
         Status.FAILED,
         http_status=403,
-        attempts=2,
+        attempts=1,
         error="Access denied: the API key lacks the scope accounts:write",
     )
+    assert [(e.method, e.path, e.status) for e in box.log] == [
+        ("GET", f"/api/2.0/group/{gid}", 200),
+        ("DELETE", f"/api/2.0/group/{gid}/members", 403),
+    ]
     assert ds_groups(box) == before

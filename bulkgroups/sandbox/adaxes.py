@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +16,24 @@ from bulkgroups.sandbox.replies import ax_bad_request, ax_error, json_response
 
 routes = web.RouteTableDef()
 MEMBERS = "/restApi/api/directoryObjects/groupMembers"
+
+# LDAP properties the member list can add to each object, by case-folded LDAP name: the
+# name as answered, and the value. Names not here are ignored, as a directory ignores an
+# attribute an object does not have.
+_PROPERTIES: dict[str, tuple[str, Callable[[AdObject], Any]]] = {
+    "objectsid": ("objectSid", lambda obj: obj.sid),
+}
+
+
+def _properties(values: list[str]) -> list[tuple[str, Callable[[AdObject], Any]]]:
+    """The known properties a `properties` query asks for (comma-separated, any case)."""
+    wanted: dict[str, tuple[str, Callable[[AdObject], Any]]] = {}
+    for value in values:
+        for name in value.split(","):
+            known = _PROPERTIES.get(name.strip().casefold())
+            if known is not None:
+                wanted.setdefault(known[0], known)
+    return list(wanted.values())
 
 
 def _required(values: dict[str, Any]) -> dict[str, list[str]]:
@@ -104,7 +123,12 @@ async def list_members(request: web.Request) -> web.Response:
     members = core.adaxes.members_of(group, indirect)
     if limit:
         members = members[:limit]
-    return json_response([obj.dto for obj in members])
+    extra = _properties(query.getall("properties", []))
+    if not extra:
+        return json_response([obj.dto for obj in members])
+    return json_response(
+        [obj.dto | {name: value(obj) for name, value in extra} for obj in members]
+    )
 
 
 @routes.get("/restApi/api/runningOperations/{id}")

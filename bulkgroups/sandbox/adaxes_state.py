@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulkgroups.sandbox.dn import display_name, domain_name
+from bulkgroups.sandbox.dn import display_name, domain_name, normalize_dn
 from bulkgroups.sandbox.docspace_state import StateError
 
 _KNOWN_KEYS = frozenset({"type", "guid", "sid", "members", "approval", "denied"})
@@ -32,6 +32,17 @@ class AdObject:
             out["denied"] = self.denied
         out.update(self.extra)
         return out
+
+
+def _id_key(ident: str) -> str:
+    key = ident.strip().lower()
+    if key.startswith("{") and key.endswith("}"):
+        key = key[1:-1]
+    return "id:" + key
+
+
+def _dn_key(dn: str) -> str:
+    return "dn:" + normalize_dn(dn)
 
 
 class AdaxesState:
@@ -91,18 +102,22 @@ class AdaxesState:
             "domainName": domain,
             "directoryType": 1,
         }
-        for key in (dn.lower(), guid.lower(), sid.lower()):
+        for key in (_dn_key(dn), _id_key(guid), _id_key(sid)):
             if key in self._index:
                 raise StateError(f"adaxes object {dn!r}: DN, GUID or SID {key!r} is not unique")
             self._index[key] = obj
         self.objects[dn] = obj
 
     def resolve(self, ident: str) -> AdObject | None:
-        """The object named by DN (any case), GUID (any case, braces allowed) or SID."""
-        key = ident.strip().lower()
-        if key.startswith("{") and key.endswith("}"):
-            key = key[1:-1]
-        return self._index.get(key)
+        """The object named by DN (any valid spelling: case, spaces around RDNs and `=`,
+        escape styles), GUID (any case, braces allowed) or SID (any case)."""
+        found = self._index.get(_id_key(ident))
+        if found is not None or "=" not in ident:
+            return found
+        try:
+            return self._index.get(_dn_key(ident))
+        except ValueError:  # not a well-formed DN: no such object
+            return None
 
     def members_of(self, group: AdObject, indirect: bool) -> list[AdObject]:
         if not indirect:

@@ -37,18 +37,23 @@ async def get_state(request: web.Request) -> web.Response:
 
 @routes.post("/_sandbox/inject")
 async def inject(request: web.Request) -> web.Response:
-    """Body: {"status", "count"?, "retry_after_s"?, "api"?}, as Sandbox.inject takes them."""
+    """Body: {"status", "count"?, "retry_after_s"?, "api"?, "after_apply"?}, as
+    Sandbox.inject takes them."""
     core = request.app[CORE]
     try:
         body = orjson.loads(await request.read())
         if not isinstance(body, dict):
             raise TypeError("the body must be a JSON object")
         after = body.get("retry_after_s")
+        after_apply = body.get("after_apply", False)
+        if not isinstance(after_apply, bool):
+            raise TypeError("after_apply must be true or false")
         core.faults.inject(
             status=int(body["status"]),
             count=int(body.get("count", 1)),
             retry_after_s=None if after is None else float(after),
             api=body.get("api"),
+            after_apply=after_apply,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return json_response({"message": f"bad inject request: {exc}"}, 400)

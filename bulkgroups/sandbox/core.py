@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from bulkgroups.sandbox.adaxes_state import AdaxesState
@@ -20,6 +22,8 @@ class Core:
         self.adaxes = adaxes
         self.config = config
         self.log: list[LogEntry] = []
+        # Who waits for the log to reach a size: (size, future), woken by `record`.
+        self._log_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.limiter = RateLimiter()
         self.faults = FaultBox()
         self.docspace_tokens = TokenStore()
@@ -29,6 +33,25 @@ class Core:
         self.writes_in_flight: dict[str, int] = {}
         self.in_flight = 0  # API requests being handled now
         self.signin_failures: dict[str, int] = {}
+
+    def record(self, entry: LogEntry) -> None:
+        """Append a finished request to the log, and wake those waiting for it to grow."""
+        self.log.append(entry)
+        size = len(self.log)
+        for n, waiter in self._log_waiters:
+            if size >= n and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for_log(self, n: int) -> None:
+        """Return once the log holds at least `n` entries (counted anew after a clear)."""
+        if len(self.log) >= n:
+            return
+        waiter = (n, asyncio.get_running_loop().create_future())
+        self._log_waiters.append(waiter)
+        try:
+            await waiter[1]
+        finally:
+            self._log_waiters.remove(waiter)
 
     def expire_tokens(self, sessions: bool = False) -> int:
         """Expire every signed-in token (and Adaxes sessions too if asked); how many were valid."""

@@ -45,12 +45,14 @@ class Draw:
 
 @dataclass(slots=True)
 class Injection:
-    """A forced answer for the next `remaining` requests (status 0 = drop the connection)."""
+    """A forced answer for the next `remaining` requests (status 0 = drop the connection;
+    with `after_apply`, only once the request was handled: a lost answer)."""
 
     status: int
     remaining: int
     retry_after_s: float | None
     api: str | None  # None: any docspace or adaxes data request
+    after_apply: bool = False
 
 
 def retry_after_value(seconds: float) -> str:
@@ -92,14 +94,17 @@ class FaultBox:
         count: int = 1,
         retry_after_s: float | None = None,
         api: str | None = None,
+        after_apply: bool = False,
     ) -> None:
         if status != 0 and not 100 <= status <= 599:
             raise ValueError(f"status must be 0 (drop) or an HTTP status, not {status}")
+        if after_apply and status != 0:
+            raise ValueError("after_apply needs status 0: only a dropped answer can be lost")
         if count < 1:
             raise ValueError("count must be at least 1")
         if api is not None and api not in API_NAMES:
             raise ValueError(f"api must be one of {API_NAMES} or None, not {api!r}")
-        self.injections.append(Injection(status, count, retry_after_s, api))
+        self.injections.append(Injection(status, count, retry_after_s, api, after_apply))
 
     def take(self, api: str) -> Injection | None:
         """The injection that applies to this request, consuming one of its count."""

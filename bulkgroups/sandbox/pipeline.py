@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from aiohttp import web
@@ -59,7 +60,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         core.in_flight -= 1
         if write:
             core.writes_in_flight[cred] -= 1
-        core.log.append(
+        core.record(
             LogEntry(
                 start=start,
                 end=time.monotonic(),
@@ -84,10 +85,32 @@ async def _serve(
     write: bool,
 ) -> web.StreamResponse:
     injection = core.faults.take(api) if core.faults.injections else None
-    if injection is not None:
-        if injection.status == 0:
-            await request.read()  # so the close is a clean FIN, not a reset over unread data
-        return _injected(injection, adaxes)
+    if injection is None:
+        return await _handle(core, request, handler, api, adaxes, cred, write, faults=True)
+    if injection.after_apply:
+        # A lost answer: handled in full (no random fault in the way), whatever it says dropped.
+        # No route or a wrong method raises: nothing was applied, and nothing is answered.
+        with contextlib.suppress(web.HTTPException):
+            await _handle(core, request, handler, api, adaxes, cred, write, faults=False)
+        await request.read()
+        return Dropped()
+    if injection.status == 0:
+        await request.read()  # so the close is a clean FIN, not a reset over unread data
+    return _injected(injection, adaxes)
+
+
+async def _handle(
+    core: Core,
+    request: web.Request,
+    handler: Handler,
+    api: str,
+    adaxes: bool,
+    cred: str,
+    write: bool,
+    *,
+    faults: bool,
+) -> web.StreamResponse:
+    """Sign-in, credentials, DocSpace's limits, random faults (if `faults`), the route."""
     if api == "auth":
         return await handler(request)
     denied = check_adaxes(core, cred) if adaxes else check_docspace(core, cred, write)
@@ -102,7 +125,7 @@ async def _serve(
             return api_error(False, 429, admitted.message, headers)
         ticket = admitted
     try:
-        draw = core.faults.draw(core.config.faults)
+        draw = core.faults.draw(core.config.faults) if faults else None
         if draw is None:
             response = await handler(request)
         else:

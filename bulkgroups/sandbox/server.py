@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Any
 
@@ -118,10 +119,28 @@ class Sandbox:
         count: int = 1,
         retry_after_s: float | None = None,
         api: str | None = None,
+        after_apply: bool = False,
     ) -> None:
         """Force the next `count` data requests (of `api` if given; "auth" for sign-in) to get
-        `status`, with Retry-After if `retry_after_s` is given; status 0 drops the connection."""
-        self._core.faults.inject(status, count, retry_after_s, api)
+        `status`, with Retry-After if `retry_after_s` is given; status 0 drops the connection.
+
+        With status 0 and `after_apply`, each such request is handled as usual (checked,
+        applied) and only then is its connection dropped with no answer: a lost answer."""
+        self._core.faults.inject(status, count, retry_after_s, api, after_apply)
+
+    async def wait_for_requests(self, n: int, *, timeout_s: float = 30.0) -> None:
+        """Return once the log holds at least `n` entries; TimeoutError after `timeout_s`.
+
+        Woken by each entry the server appends (no polling). Call it on the loop that serves
+        the sandbox. The count is of the log as it is: `clear_log()` starts it again."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._core.wait_for_log(n)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the sandbox log holds {len(self._core.log)} of {n} requests"
+                f" after {timeout_s:g} s"
+            ) from None
 
     def expire_tokens(self, sessions: bool = False) -> int:
         """Every token signed in so far is expired now (Adaxes sessions too if `sessions`)."""

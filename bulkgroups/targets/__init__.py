@@ -35,9 +35,20 @@ def auth_for(kind: TargetKind, token: Secret) -> StaticAuth:
     raise ValueError(f"unknown target kind {kind!r}")
 
 
-def make_target(kind: TargetKind, transport: Transport, *, precheck: bool) -> Target:
+def make_target(
+    kind: TargetKind,
+    transport: Transport,
+    *,
+    precheck: bool,
+    protected: frozenset[str] = frozenset(),
+    batch_size: int = 1,
+) -> Target:
+    """`protected`: ids a `move_all` must not carry along (the row ends `invalid`).
+    `batch_size`: members a DocSpace list request may carry (Adaxes has no list call)."""
     if kind is TargetKind.DOCSPACE:
-        return DocSpaceTarget(transport, precheck=precheck)
+        return DocSpaceTarget(
+            transport, precheck=precheck, protected=protected, batch_size=batch_size
+        )
     if kind is TargetKind.ADAXES:
         return AdaxesTarget(transport, precheck=precheck)
     raise ValueError(f"unknown target kind {kind!r}")

@@ -3,7 +3,9 @@
 HTTP 200 is not success here: the body's `resultType` is (0 done, 1 refused, 2 sent for
 approval). A refusal is never judged by its wording: the group's members are read and the row
 is `noop` when the membership already is what the row wants. That also settles retries: a
-request whose answer was lost may have been applied, and its repeat is refused.
+request whose answer was lost may have been applied, and its repeat is refused. A member named
+by SID is looked for by SID: that read asks for the `objectSid` property, which the default
+member list does not carry.
 """
 
 from __future__ import annotations
@@ -127,13 +129,16 @@ class Step:
 class AdaxesTarget:
     """`Target` for Adaxes: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_cache", "_t")
+    __slots__ = ("_cache", "_sid_cache", "_t")
 
     def __init__(self, transport: Transport, *, precheck: bool) -> None:
         self._t = transport
-        self._cache: MemberCache[Members] | None = (
-            MemberCache(self._read, key=_group_key) if precheck else None
-        )
+        self._cache: MemberCache[Members] | None = None
+        # Rows that name the member by SID read the group with SIDs, once, apart.
+        self._sid_cache: MemberCache[Members] | None = None
+        if precheck:
+            self._cache = MemberCache(self._read, key=_group_key)
+            self._sid_cache = MemberCache(self._read_sids, key=_group_key)
 
     async def apply(self, row: Row) -> Result:
         trace = Trace()
@@ -149,14 +154,28 @@ class AdaxesTarget:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def _read(self, group: str) -> tuple[Reply, Members | None]:
-        reply = await self._t.send("GET", _MEMBERS, params={"group": group})
+    async def _read(self, group: str, *, sids: bool = False) -> tuple[Reply, Members | None]:
+        """The group's direct members; with `sids`, each with its SID (`objectSid`)."""
+        params = {"group": group}
+        if sids:
+            params["properties"] = "objectSid"
+        reply = await self._t.send("GET", _MEMBERS, params=params)
         return reply, Members.parse(reply.body) if reply.ok else None
 
-    async def _known(self, group: str, trace: Trace) -> Members | Result:
-        """With precheck: the group's (live, cached) members, or the row's failure."""
-        assert self._cache is not None
-        look = await self._cache.get(group, trace)
+    async def _read_sids(self, group: str) -> tuple[Reply, Members | None]:
+        return await self._read(group, sids=True)
+
+    def _caches(self, *, sids: bool) -> tuple[MemberCache[Members], ...]:
+        """The caches a read of this kind may refresh: a list with SIDs serves every row."""
+        wanted = (self._cache, self._sid_cache) if sids else (self._cache,)
+        return tuple(c for c in wanted if c is not None)
+
+    async def _known(self, group: str, member: str, trace: Trace) -> Members | Result:
+        """With precheck: the group's (live, cached) members, read with SIDs when `member`
+        is a SID; or the row's failure."""
+        cache = self._sid_cache if ident(member).kind is IdKind.SID else self._cache
+        assert cache is not None
+        look = await cache.get(group, trace)
         if look.members is not None:
             return look.members
         if not look.own:
@@ -166,11 +185,10 @@ class AdaxesTarget:
         return trace.failed(look.reply)
 
     def _note(self, group: str, member: str, *, present: bool) -> None:
-        if self._cache is None:
-            return
-        members = self._cache.peek(group)
-        if members is not None:
-            (members.add if present else members.discard)(member)
+        for cache in self._caches(sids=True):
+            members = cache.peek(group)
+            if members is not None:
+                (members.add if present else members.discard)(member)
 
     # -- one change -------------------------------------------------------------------------
 
@@ -201,14 +219,16 @@ class AdaxesTarget:
 
     async def _settle(self, group: str, member: str, trace: Trace, *, add: bool, said: str) -> Step:
         """After a refusal: read the group, and call the row done only if the membership
-        already is what it asked for. Anything unsure keeps the server's refusal."""
-        reply, members = await self._read(group)
+        already is what it asked for. Anything unsure keeps the server's refusal (a member
+        named by SID, when the list came back without SIDs)."""
+        who = ident(member)
+        reply, members = await self._read(group, sids=who.kind is IdKind.SID)
         trace.see(reply)
         if members is None:
             return Step(Status.FAILED, said)
-        if self._cache is not None:
-            self._cache.store(group, reply, members)
-        if members.has(ident(member)) is add:
+        for cache in self._caches(sids=who.kind is IdKind.SID):
+            cache.store(group, reply, members)
+        if members.has(who) is add:
             return Step(Status.NOOP)
         return Step(Status.FAILED, said)
 
@@ -216,7 +236,7 @@ class AdaxesTarget:
 
     async def _single(self, row: Row, trace: Trace, *, add: bool) -> Result:
         if self._cache is not None:
-            members = await self._known(row.group, trace)
+            members = await self._known(row.group, row.member, trace)
             if isinstance(members, Result):
                 return members
             if members.has(ident(row.member)) is add:
@@ -227,10 +247,10 @@ class AdaxesTarget:
     async def _move(self, row: Row, trace: Trace) -> Result:
         skip_add = False
         if self._cache is not None:
-            src = await self._known(row.group, trace)
+            src = await self._known(row.group, row.member, trace)
             if isinstance(src, Result):
                 return src
-            dst = await self._known(row.to_group, trace)
+            dst = await self._known(row.to_group, row.member, trace)
             if isinstance(dst, Result):
                 return dst
             who = ident(row.member)

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bulkgroups.model import Op, Result, Row, Status
+from bulkgroups.targets.batcher import Batcher
 from bulkgroups.targets.membership import MemberCache, Trace, reason
 from bulkgroups.targets.transport import Reply, Transport
 
@@ -64,10 +65,25 @@ def _skipped(member: str, group: str) -> str:
 class DocSpaceTarget:
     """`Target` for DocSpace: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_cache", "_t")
+    __slots__ = ("_batcher", "_cache", "_protected", "_t")
 
-    def __init__(self, transport: Transport, *, precheck: bool) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        precheck: bool,
+        protected: frozenset[str] = frozenset(),
+        batch_size: int = 1,
+        linger_s: float = 0.02,
+    ) -> None:
         self._t = transport
+        # The member calls take a list: rows of one group and verb share a request.
+        self._batcher = (
+            Batcher(self._send_members, size=batch_size, linger_s=linger_s)
+            if batch_size > 1
+            else None
+        )
+        self._protected = frozenset(_key(p) for p in protected)
         self._cache: MemberCache[Members] | None = (
             MemberCache(self._load, key=_key) if precheck else None
         )
@@ -97,9 +113,14 @@ class DocSpaceTarget:
         ids = member_ids(reply.body) if reply.ok else None
         return reply, None if ids is None else {_key(i) for i in ids}
 
+    async def _send_members(self, method: str, group: str, members: list[str]) -> Reply:
+        return await self._t.send(method, _GROUP + _seg(group) + "/members",
+                                  json={"members": members})
+
     async def _change(self, method: str, group: str, member: str, trace: Trace) -> Reply:
-        path = _GROUP + _seg(group) + "/members"
-        return trace.see(await self._t.send(method, path, json={"members": [member]}))
+        if self._batcher is None:
+            return trace.see(await self._send_members(method, group, [member]))
+        return trace.see(await self._batcher.submit(method, group, member))
 
     async def _members(self, group: str, trace: Trace) -> Members | Result:
         """With precheck: the group's (live, cached) member set, or the row's failure."""
@@ -186,26 +207,44 @@ class DocSpaceTarget:
                 f"added to {row.to_group} but not removed from {row.group}: {reason(removed)}",
             )
         self._note(row.group, row.member, present=False)
-        return trace.result(Status.OK)
+        # Already in the destination: only the removal happened, and only it is to be undone.
+        return trace.result(Status.OK, left=None if need_add else (row.member,))
 
     async def _move_all(self, row: Row, trace: Trace) -> Result:
-        # Read the source first, always fresh: `moved` is what `undo` will move back.
-        read = trace.see(await self._read(row.group))
-        if not read.ok:
-            return trace.failed(read)
-        ids = member_ids(read.body)
-        if ids is None:
-            return trace.result(Status.FAILED, f"unexpected answer reading group {row.group}")
-        if not ids:
+        # Both groups read fresh, before: who joins the destination and who only leaves the
+        # source (guests, terminated users, members already there) is what `undo` reverses.
+        src = await self._fresh_ids(row.group, trace)
+        if isinstance(src, Result):
+            return src
+        if not src:
             # Nothing to move; no write spent from the daily cap.
-            return trace.result(Status.NOOP, moved=())
+            return trace.result(Status.NOOP, moved=(), left=())
+        if self._protected and any(_key(m) in self._protected for m in src):
+            return trace.result(Status.INVALID, "protected")
+        dst = await self._fresh_ids(row.to_group, trace)
+        if isinstance(dst, Result):
+            return dst
         path = f"{_GROUP}{_seg(row.group)}/members/{_seg(row.to_group)}"
         reply = trace.see(await self._t.send("PUT", path))
         if not reply.ok:
             return trace.failed(reply)
         if self._cache is not None:
-            # Guests and terminated users leave the source without joining the destination:
-            # what the destination now holds is not known without reading it.
             self._cache.forget(row.group)
             self._cache.forget(row.to_group)
-        return trace.result(Status.OK, moved=tuple(ids))
+        before = {_key(m) for m in dst}
+        after_ids = member_ids(reply.body)
+        after = {_key(m) for m in after_ids} if after_ids is not None else None
+        moved = tuple(m for m in src if _key(m) not in before
+                      and (after is None or _key(m) in after))
+        joined = {_key(m) for m in moved}
+        left = tuple(m for m in src if _key(m) not in joined)
+        return trace.result(Status.OK, moved=moved, left=left)
+
+    async def _fresh_ids(self, group: str, trace: Trace) -> list[str] | Result:
+        read = trace.see(await self._read(group))
+        if not read.ok:
+            return trace.failed(read)
+        ids = member_ids(read.body)
+        if ids is None:
+            return trace.result(Status.FAILED, f"unexpected answer reading group {group}")
+        return ids

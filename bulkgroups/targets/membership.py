@@ -47,10 +47,15 @@ class Trace:
             self.status = reply.status
 
     def result(
-        self, status: Status, error: str | None = None, moved: tuple[str, ...] | None = None
+        self,
+        status: Status,
+        error: str | None = None,
+        moved: tuple[str, ...] | None = None,
+        left: tuple[str, ...] | None = None,
     ) -> Result:
         return Result(
-            status, http_status=self.status, attempts=self.attempts, error=error, moved=moved
+            status, http_status=self.status, attempts=self.attempts, error=error, moved=moved,
+            left=left,
         )
 
     def failed(self, reply: Reply) -> Result:
