@@ -148,13 +148,16 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
     sys.exit(EXIT_ROWS if found.invalid else 0)
 
 
-def _register_sandbox() -> None:
+def _register() -> None:
+    from bulkgroups.cli_report import report_command, undo_command
     from bulkgroups.sandbox.cli import sandbox_command
 
+    cli.add_command(report_command, name="report")
+    cli.add_command(undo_command, name="undo")
     cli.add_command(sandbox_command, name="sandbox")
 
 
-_register_sandbox()
+_register()
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ def _canonical_dn(dn: str) -> str:
         rdns[-1].append(f"{attr.strip().casefold()}={_canonical_value(value)}")
         if sep == ",":
             rdns.append([])
-    return ",".join("+".join(sorted(rdn)) for rdn in rdns)
+    return ",".join("+".join(sorted(rdn, key=str.casefold)) for rdn in rdns)
 
 
 def _canonical_value(value: str) -> str:

@@ -461,8 +461,9 @@ def _type_name(value: object) -> str:
 
 
 def _hint(word: str, known: Mapping[str, object] | frozenset[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def _secret_error(path: Path, key: str, *, table: str | None = None) -> JobError:

@@ -1,5 +1,5 @@
-"""Pacing for every request of a run: a steady rate, a cap on requests in flight, and a
-pause that every worker honours when the server says to wait."""
+"""Pacing for every request of a run: a steady rate that adapts to the server, a cap on
+requests in flight, and a pause that every worker honours when the server says to wait."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from types import TracebackType
 
 from aiolimiter import AsyncLimiter
 
+from bulkgroups.quota import Quota
+
+# After a 429 the rate halves (never below this share of the job's rate); each answered
+# request then wins back this share, so full speed returns after about 50 good answers.
+_FLOOR_SHARE = 0.05
+_CLIMB_SHARE = 0.02
+# Spend a quota at this share of what it allows, so jitter does not run it dry.
+_QUOTA_MARGIN = 0.9
+# A quota states what the server allows, so it may pull the rate below the AIMD floor.
+_QUOTA_FLOOR_RATE = 0.2
+
 
 class Pacer:
     """`async with pacer:` around each request.
@@ -15,15 +26,17 @@ class Pacer:
     aiolimiter's bucket lets `max_rate` requests through at once when it is full, which would
     put `rate` requests in the first instant and up to 2*rate in the first second;
     `AsyncLimiter(1, 1/rate)` admits one request every 1/rate seconds instead, so no
-    one-second window holds more than `rate`.
+    one-second window holds more than `rate`. The job's rate is a ceiling the pacer never
+    passes; below it, the rate follows the server (additive increase, multiplicative decrease).
     """
 
-    __slots__ = ("_limiter", "_loop", "_pause_until", "_rate", "_slots")
+    __slots__ = ("_current", "_limiter", "_loop", "_max", "_pause_until", "_slots")
 
     def __init__(self, *, rate: float, concurrency: int) -> None:
         if rate <= 0 or concurrency < 1:
             raise ValueError("rate must be > 0 and concurrency >= 1")
-        self._rate = rate
+        self._max = rate
+        self._current = rate
         self._limiter = AsyncLimiter(1, 1.0 / rate)
         self._slots = asyncio.Semaphore(concurrency)
         self._pause_until = 0.0
@@ -31,7 +44,17 @@ class Pacer:
 
     @property
     def rate(self) -> float:
-        return self._rate
+        """The rate in force now (at most the job's)."""
+        return self._current
+
+    def _set_rate(self, rate: float, *, floor: float | None = None) -> None:
+        rate = min(self._max, max(self._max * _FLOOR_SHARE if floor is None else floor, rate))
+        if rate == self._current:
+            return
+        self._current = rate
+        # aiolimiter reads these two on every acquire; it has no public setter.
+        self._limiter.time_period = 1.0 / rate
+        self._limiter._rate_per_sec = rate
 
     def _now(self) -> float:
         if self._loop is None:
@@ -46,6 +69,24 @@ class Pacer:
     def paused_s(self) -> float:
         """How long the current pause still lasts."""
         return max(0.0, self._pause_until - self._now())
+
+    def limited(self) -> None:
+        """The server refused for rate (429): halve the pace."""
+        self._set_rate(self._current * 0.5)
+
+    def answered(self, quota: Quota | None) -> None:
+        """A request was answered: climb back towards the job's rate, unless the server's
+        announced quota would run dry at that pace, in which case slow to what it allows."""
+        if quota is None:
+            if self._current < self._max:
+                self._set_rate(self._current + self._max * _CLIMB_SHARE)
+            return
+        if quota.remaining <= 0 and quota.reset_s > 0:
+            self.pause_for(quota.reset_s)
+            return
+        allowed = _QUOTA_MARGIN * quota.remaining / max(quota.reset_s, 0.001)
+        climbed = self._current + self._max * _CLIMB_SHARE
+        self._set_rate(min(climbed, allowed), floor=min(_QUOTA_FLOOR_RATE, self._max))
 
     async def __aenter__(self) -> None:
         await self._slots.acquire()

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from bulkgroups.ids import norm_id
 from bulkgroups.model import InvalidRow, Row
-
-
-def norm(value: str) -> str:
-    return value.strip().casefold()
 
 
 def guard(
     items: Iterable[Row | InvalidRow], protected: frozenset[str]
 ) -> Iterator[Row | InvalidRow]:
     """Rows naming a protected id in any column become invalid with the reason `protected`
-    (the id is not repeated, so a report groups them all). `protected` holds normalised ids."""
+    (the id is not repeated, so a report groups them all). `protected` holds `norm_id` forms."""
     if not protected:
         yield from items
         return
     for item in items:
         if isinstance(item, Row) and any(
-            v and norm(v) in protected for v in (item.group, item.member, item.to_group)
+            v and norm_id(v) in protected for v in (item.group, item.member, item.to_group)
         ):
             yield InvalidRow(
                 row=item.row, line=item.line, reason="protected", op=item.op.value,

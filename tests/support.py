@@ -91,7 +91,13 @@ async def start_cli(*args: str, token: str = DS_TOKEN, cwd: Path | None = None
 
 
 async def finish(proc: asyncio.subprocess.Process, *, timeout_s: float = 60) -> Done:
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        # A child left running would outlive the test and disturb the next one.
+        proc.kill()
+        await proc.communicate()
+        raise
     assert proc.returncode is not None
     return Done(proc.returncode, out.decode(), err.decode())
 

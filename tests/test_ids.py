@@ -144,6 +144,7 @@ def test_id_check_agrees_with_id_problem() -> None:
         (r"CN=Lee\2C Ann,DC=x", r"CN=Lee\2c Ann,DC=x"),
         (r"CN=J\C3\B6rg,DC=x", "CN=Jörg,DC=x"),
         ("CN=Ann+UID=a,DC=x", "UID=a+CN=Ann,DC=x"),
+        ("CN=b+CN=A,DC=x", "cn=B+cn=a,DC=x"),
         ("CN=ÄRGER,DC=x", "cn=ärger,dc=x"),
     ],
 )

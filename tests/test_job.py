@@ -279,6 +279,11 @@ def test_error_has_path_key_and_message(tmp_path: Path) -> None:
         ("target", 'base_ulr = "x"', "[target] base_ulr: unknown key (did you mean 'base_url'?)"),
         ("safety", "protect = []", "[safety] protect: unknown key (did you mean 'protected'?)"),
         ("limits", "zzz = 1", "[limits] zzz: unknown key"),
+        (
+            "target",
+            'TOKEN_ENV = "T"',
+            "[target] TOKEN_ENV: unknown key (did you mean 'token_env'?)",
+        ),
         ("job", 'title = "x"', "[job] title: unknown key"),
     ],
 )

@@ -10,10 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bulkgroups.ids import norm_id
 from bulkgroups.lock import Locked, lock_path, run_lock
 from bulkgroups.model import InvalidRow, Op, Outcome, Row, Status
 from bulkgroups.resume import FinishedRows, unfinished
-from bulkgroups.safety import count_changes, guard, norm
+from bulkgroups.safety import count_changes, guard
 
 
 def line(row: int, status: str) -> bytes:
@@ -97,7 +98,7 @@ def test_protected_ids_make_rows_invalid_ignoring_case() -> None:
         Row(row=3, line=4, op=Op.REMOVE, group="g1", member="m"),
         InvalidRow(row=4, line=5, reason="unknown op 'x'"),
     ]
-    out = list(guard(rows, frozenset({norm(" boss "), norm("vip")})))
+    out = list(guard(rows, frozenset({norm_id(" boss "), norm_id("vip")})))
     assert [getattr(o, "reason", None) for o in out] == [
         "protected", "protected", None, "unknown op 'x'"]
     assert count_changes(out) == 1

@@ -387,3 +387,82 @@ async def test_unauthenticated_body(sandbox: Sandbox, http, state, headers):
     async with http.get(sandbox.adaxes_url + MEMBERS, params=params, headers=headers) as r:
         assert r.status == 401
         assert await r.json() == UNAUTHENTICATED
+
+
+async def test_any_dn_spelling_names_the_same_object(sandbox: Sandbox, http, state, ax_auth):
+    """Spaces after commas and around '=', \\2C-style hex escapes (UTF-8), another case or
+    a decomposed accent name the same group and member; the state keeps its own spelling."""
+    group = ax_groups(state)[0]  # CN=Sales,OU=Groups,DC=example,DC=com
+    lee, zoe = ax_members(state, group)[:2]  # "Lee, Ann" and "Zoë Müller"
+    assert (lee, zoe) == (
+        "CN=Lee\\, Ann,OU=Users,DC=example,DC=com",
+        "CN=Zoë Müller,OU=Users,DC=example,DC=com",
+    )
+    spelled_group = "cn = Sales, OU=Groups , dc=EXAMPLE, DC=com"
+    for spelled in (
+        "CN=Lee\\2C Ann, OU=Users, DC=example, DC=com",
+        "cn=ZO\\C3\\8B m\\C3\\BCLLER,ou=users,dc=example,dc=com",
+    ):
+        status, result = await remove(http, sandbox, spelled_group, spelled, ax_auth)
+        assert (status, result["resultType"]) == (200, 0), spelled
+    assert not {lee, zoe} & set(await listed(http, sandbox, group, ax_auth))
+    decomposed = "CN=Zoe\u0308 Mu\u0308ller,OU=Users,DC=example,DC=com"
+    status, result = await add(http, sandbox, group.lower(), decomposed, ax_auth)
+    assert (status, result["resultType"], result["actualObjectDN"]) == (200, 0, group)
+    status, result = await add(http, sandbox, group, zoe, ax_auth)
+    assert (status, result["resultType"]) == (200, 1)  # already a member, by any spelling
+    members = sandbox.dump()["adaxes"]["objects"][group]["members"]
+    assert zoe in members
+    assert lee not in members
+
+
+async def test_dn_spelling_that_means_another_object_is_not_found(
+    sandbox: Sandbox, http, state, ax_auth
+):
+    """An unescaped comma is a separator, not data; a malformed DN is 404, not a crash."""
+    group = ax_groups(state)[0]
+    for other in (
+        "CN=Lee, CN=Ann,OU=Users,DC=example,DC=com",
+        "CN=Lee\\, Ann,OU=Users,DC=example",
+        "CN=Lee\\",
+        "CN=\\C3,OU=Users,DC=example,DC=com",
+        "CN=Lee,,DC=example,DC=com",
+    ):
+        status, result = await remove(http, sandbox, group, other, ax_auth)
+        assert (status, result["code"]) == (404, "notFound"), other
+    assert sandbox.dump() == state
+
+
+async def test_list_members_with_properties(sandbox: Sandbox, http, state, ax_auth):
+    """properties=objectSid adds each member's SID (names in any case, comma-separated,
+    with spaces); unknown names are ignored; without it the default set only."""
+    group = ax_groups(state)[0]
+    objects = state["adaxes"]["objects"]
+    url = sandbox.adaxes_url + MEMBERS
+    default = [
+        "guid",
+        "dn",
+        "displayName",
+        "objectType",
+        "objectTypeCode",
+        "domainName",
+        "directoryType",
+    ]
+    for props in ("objectSid", "mail, OBJECTSID ,noSuchThing", "objectsid,objectSid"):
+        params = {"group": group, "properties": props}
+        async with http.get(url, params=params, headers=ax_auth) as r:
+            assert r.status == 200
+            got = await r.json()
+        assert [m["dn"] for m in got] == ax_members(state, group), props
+        assert all(list(m) == [*default, "objectSid"] for m in got), props
+        assert [m["objectSid"] for m in got] == [objects[m["dn"]]["sid"] for m in got]
+    for props in ("mail,noSuchThing", ""):
+        params = {"group": group, "properties": props, "sizeLimit": "2"}
+        async with http.get(url, params=params, headers=ax_auth) as r:
+            got = await r.json()
+        assert [list(m) for m in got] == [default] * 2, props
+    params = {"group": group, "properties": "objectSid", "includeIndirect": "true"}
+    async with http.get(url, params=params, headers=ax_auth) as r:
+        got = await r.json()
+    assert len(got) == len(ax_members(state, group))
+    assert all(m["objectSid"] == objects[m["dn"]]["sid"] for m in got)

@@ -147,3 +147,73 @@ async def test_stops_cleanly_with_a_request_in_flight(state, ds_auth):
             await pending
     assert [e.status for e in sb.log] == [0]
     assert sb.in_flight == 0
+
+
+async def test_wait_for_requests_wakes_when_the_log_grows(sandbox: Sandbox, http, ds_auth):
+    """wait_for_requests(n) is still waiting at n - 1 entries and returns at the n-th,
+    whatever the status (a refused request counts); at or under the size it returns at once."""
+    url = f"{sandbox.base_url}/api/2.0/group"
+    waiters = [asyncio.create_task(sandbox.wait_for_requests(n)) for n in (1, 3)]
+    async with http.get(url, headers=ds_auth) as r:
+        assert r.status == 200
+    await asyncio.wait_for(waiters[0], 5)
+    async with http.get(url) as r:
+        assert r.status == 401
+    assert not waiters[1].done()
+    async with http.get(url, headers=ds_auth) as r:
+        assert r.status == 200
+    await asyncio.wait_for(waiters[1], 5)
+    assert len(sandbox.log) == 3
+    await asyncio.wait_for(sandbox.wait_for_requests(3), 5)
+    await asyncio.wait_for(sandbox.wait_for_requests(0), 5)
+
+
+async def test_wait_for_requests_times_out(sandbox: Sandbox, http, ds_auth):
+    """Too few requests within timeout_s: TimeoutError saying how many arrived; a later
+    wait still works, and the count starts again after clear_log()."""
+    async with http.get(f"{sandbox.base_url}/api/2.0/group", headers=ds_auth) as r:
+        assert r.status == 200
+    with pytest.raises(TimeoutError, match="1 of 2 requests"):
+        await sandbox.wait_for_requests(2, timeout_s=0.05)
+    sandbox.clear_log()
+    waiting = asyncio.create_task(sandbox.wait_for_requests(1))
+    async with http.get(f"{sandbox.base_url}/api/2.0/group", headers=ds_auth) as r:
+        assert r.status == 200
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_wait_for_requests_counts_dropped_requests(sandbox: Sandbox, http, ds_auth):
+    """A request whose connection is dropped is logged too, and wakes the waiter."""
+    sandbox.inject(status=0, api="docspace")
+    waiting = asyncio.create_task(sandbox.wait_for_requests(1, timeout_s=5))
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.post(
+            f"{sandbox.base_url}/api/2.0/group/{'0' * 8}-0000-4000-8000-{'0' * 12}/members",
+            json={"members": []},
+            headers=ds_auth,
+        ) as r:
+            await r.read()
+    await waiting
+    assert [e.status for e in sandbox.log] == [0]
+
+
+async def test_control_inject_after_apply(sandbox: Sandbox, http, state, ds_auth):
+    """POST /_sandbox/inject takes after_apply (a boolean, only with status 0)."""
+    for bad in ({"status": 0, "after_apply": "yes"}, {"status": 503, "after_apply": True}):
+        async with http.post(f"{sandbox.base_url}/_sandbox/inject", json=bad) as r:
+            assert r.status == 400, bad
+    async with http.post(
+        f"{sandbox.base_url}/_sandbox/inject", json={"status": 0, "after_apply": True}
+    ) as r:
+        assert (r.status, await r.json()) == (200, {"pending": 1})
+    gid = next(iter(state["docspace"]["groups"]))
+    kept = state["docspace"]["groups"][gid]["members"][0]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.post(  # replace the members; a POST aiohttp never resends on its own
+            f"{sandbox.base_url}/api/2.0/group/{gid}/members",
+            json={"members": [kept]},
+            headers=ds_auth,
+        ) as r:
+            await r.read()
+    assert sandbox.dump()["docspace"]["groups"][gid]["members"] == [kept]
+    assert [e.status for e in sandbox.log] == [0]

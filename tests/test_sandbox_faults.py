@@ -193,3 +193,62 @@ def test_faults_are_repeatable_without_http():
     assert run(3) != run(4)
     assert FaultBox().draw(Faults()) is None
     assert make_state(seed=3) == make_state(seed=3)
+
+
+@pytest.fixture
+async def no_resend():
+    """A client that never resends a request on its own after a dropped connection (aiohttp
+    repeats a GET, PUT or DELETE once by default, which would hide the lost answer)."""
+    async with aiohttp.ClientSession() as session:
+        session._retry_connection = False  # what aiohttp's own test client sets
+        yield session
+
+
+async def test_inject_after_apply_loses_the_answer(
+    sandbox: Sandbox, no_resend, state, ds_auth, ax_auth
+):
+    """inject(0, after_apply=True): the next request is applied, then dropped unanswered;
+    the one after is answered as usual, and the Adaxes repeat meets the changed state."""
+    gid = first_group(state)
+    gone = state["docspace"]["groups"][gid]["members"][0]
+    url = f"{sandbox.base_url}/api/2.0/group/{gid}/members"
+    sandbox.inject(status=0, after_apply=True, api="docspace")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await send(no_resend, "DELETE", url, json={"members": [gone]}, headers=ds_auth)
+    assert gone not in sandbox.dump()["docspace"]["groups"][gid]["members"]
+    assert await send(no_resend, "DELETE", url, json={"members": [gone]}, headers=ds_auth) == 200
+    group = ax_group(state)
+    member = state["adaxes"]["objects"][group]["members"][0]
+    params = {"group": group, "member": member}
+    ax_url = sandbox.adaxes_url + MEMBERS
+    sandbox.inject(status=0, after_apply=True)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await send(no_resend, "DELETE", ax_url, params=params, headers=ax_auth)
+    assert member not in sandbox.dump()["adaxes"]["objects"][group]["members"]
+    async with no_resend.delete(ax_url, params=params, headers=ax_auth) as r:
+        result = await r.json()
+    assert (r.status, result["resultType"]) == (200, 1)
+    assert [e.status for e in sandbox.log] == [0, 200, 0, 200]
+
+
+async def test_inject_after_apply_count_and_checks(start_sandbox, no_resend, ds_auth):
+    """after_apply covers `count` requests; each still passes the usual checks (a wrong key
+    changes nothing) and no random fault stands in its way; it needs status 0."""
+    sb = await start_sandbox(config=SandboxConfig(faults=Faults(error_503_ratio=1.0)))
+    state = sb.dump()
+    gid = first_group(state)
+    first, second = state["docspace"]["groups"][gid]["members"][:2]
+    url = f"{sb.base_url}/api/2.0/group/{gid}/members"
+    sb.inject(status=0, count=3, after_apply=True, api="docspace")
+    wrong = {"Authorization": "Bearer sk-wrong"}
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await send(no_resend, "DELETE", url, json={"members": [first]}, headers=wrong)
+    assert sb.dump() == state  # refused by the key check: nothing applied
+    for who in (first, second):
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await send(no_resend, "DELETE", url, json={"members": [who]}, headers=ds_auth)
+    assert not {first, second} & set(sb.dump()["docspace"]["groups"][gid]["members"])
+    assert await send(no_resend, "GET", url[: -len("/members")], headers=ds_auth) == 503
+    assert [e.status for e in sb.log] == [0, 0, 0, 503]
+    with pytest.raises(ValueError, match="after_apply"):
+        sb.inject(status=503, after_apply=True)

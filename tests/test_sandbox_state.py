@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from bulkgroups.sandbox import Sandbox, StateError, make_state
-from bulkgroups.sandbox.dn import display_name, domain_name, escape_value, split_dn
+from bulkgroups.sandbox.dn import (
+    display_name,
+    domain_name,
+    escape_value,
+    normalize_dn,
+    split_dn,
+)
 from bulkgroups.sandbox.seed import make_demo_state
 
 DEMO = Path(__file__).resolve().parent.parent / "jobs" / "demo-state.json"
@@ -144,6 +150,90 @@ def test_dn_helpers():
     for bad in ("CN", "CN=a\\", ",CN=a"):
         with pytest.raises(ValueError, match="DN"):
             split_dn(bad)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("CN=Lee\\, Ann,OU=Users,DC=example", "cn=lee\\, ann , ou = users,  dc=EXAMPLE"),
+        ("CN=Lee\\, Ann,OU=Users,DC=x", "CN=Lee\\2C Ann,OU=Users,DC=x"),
+        ("CN=Lee\\, Ann,OU=Users,DC=x", "CN=Lee\\2c Ann,OU=Users,DC=x"),
+        ("CN=Zoë Müller,DC=x", "CN=Zo\\C3\\AB M\\C3\\BCller,DC=x"),
+        ("CN=Zoë,DC=x", "CN=ZOE\u0308,DC=x"),
+        ("CN=Łukasz Żółć,DC=x", "cn=łukasz żółć,dc=x"),
+        ("CN=Equals\\=Sign,DC=x", "CN=Equals\\3DSign,DC=x"),
+        ("CN=Equals\\=Sign,DC=x", "CN=Equals=Sign,DC=x"),
+        ("CN=\\#Hash Tag,DC=x", "CN=\\23Hash Tag,DC=x"),
+        ("CN=Smith\\+Jones,DC=x", "CN=Smith\\2BJones,DC=x"),
+        ("CN=a+UID=b,DC=x", "UID=b + CN=a,DC=x"),
+        ("CN=Renée O'Brien,DC=x", "CN=Ren\\C3\\A9e O\\27Brien,DC=x"),
+        ("CN=a\\ ,DC=x", "CN=a\\20,DC=x"),
+    ],
+)
+def test_normalize_dn_spellings_of_one_object(a: str, b: str):
+    """Case, spaces around RDNs and '=', escape styles (hex in UTF-8, either case), NFC and
+    the order within a multi-valued RDN do not matter."""
+    assert normalize_dn(a) == normalize_dn(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("CN=Lee\\, Ann,OU=Users,DC=x", "CN=Lee,CN=Ann,OU=Users,DC=x"),
+        ("CN=Lee\\2C Ann,OU=Users,DC=x", "CN=Lee, CN=Ann,OU=Users,DC=x"),
+        ("CN=Smith\\+Jones,DC=x", "CN=Smith+CN=Jones,DC=x"),
+        ("CN=a\\ ,DC=x", "CN=a,DC=x"),
+        ("CN=a\\,b,DC=x", "CN=a\\\\\\,b,DC=x"),
+        ("CN=Ann,OU=Users,DC=x", "OU=Ann,OU=Users,DC=x"),
+    ],
+)
+def test_normalize_dn_keeps_different_dns_apart(a: str, b: str):
+    """An escaped separator is data: it never makes two DNs one; nor does an escaped
+    backslash or a trailing escaped space vanish."""
+    assert normalize_dn(a) != normalize_dn(b)
+
+
+def test_normalize_dn_refuses_malformed_dns():
+    """A trailing backslash, hex escapes that are not UTF-8, an RDN without '=' are errors."""
+    for bad in ("CN=a\\", "CN=\\C3,DC=x", "CN=a,,DC=x", "CN", "=a,DC=x"):
+        with pytest.raises(ValueError, match="DN"):
+            normalize_dn(bad)
+    assert display_name("CN=a\\ ,DC=x") == "a "
+
+
+def test_state_resolves_any_dn_spelling():
+    """Members named in another DN spelling resolve (and dump canonical); two objects
+    whose DNs differ only in spelling are refused as not unique."""
+    ann = "CN=Lee\\, Ann,OU=Users,DC=example,DC=com"
+    state = {
+        "adaxes": {
+            "objects": {
+                ann: {"type": "user", "guid": "aaaa", "sid": "S-1"},
+                "CN=G,OU=Groups,DC=example,DC=com": {
+                    "type": "group",
+                    "guid": "gggg",
+                    "sid": "S-9",
+                    "members": ["cn=LEE\\2C ANN, ou=Users , dc=example,dc=com"],
+                },
+            }
+        }
+    }
+    dumped = Sandbox(state).dump()
+    assert dumped["adaxes"]["objects"]["CN=G,OU=Groups,DC=example,DC=com"]["members"] == [ann]
+    twice = {
+        "adaxes": {
+            "objects": {
+                ann: {"type": "user", "guid": "aaaa", "sid": "S-1"},
+                "CN=Lee\\2C Ann, OU=Users,DC=example,DC=com": {
+                    "type": "user",
+                    "guid": "bbbb",
+                    "sid": "S-2",
+                },
+            }
+        }
+    }
+    with pytest.raises(StateError, match="not unique"):
+        Sandbox(twice)
 
 
 def test_demo_state_file():

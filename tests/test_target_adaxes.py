@@ -19,6 +19,7 @@ from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
 from bulkgroups.secret import Secret
 from bulkgroups.targets import AdaxesTarget, Target, auth_for, make_target
+from bulkgroups.targets.adaxes import Members
 from bulkgroups.targets.dn import IdKind, guid_key, ident, normalize_dn
 from bulkgroups.targets.transport import Transport
 
@@ -271,19 +272,72 @@ async def test_member_by_guid(box: Sandbox, client: aiohttp.ClientSession) -> No
     assert groups(box) == before
 
 
-async def test_member_by_sid_is_never_guessed(box: Sandbox, client: aiohttp.ClientSession) -> None:
-    """By SID a removal works, but a refusal cannot be checked (the list has no SIDs):
-    failed with the original message, never a guessed noop."""
-    m = sorted(groups(box)[RND])[0]
+async def test_member_by_sid_refusal_is_checked_by_sid(
+    box: Sandbox, client: aiohttp.ClientSession
+) -> None:
+    """By SID, a refused removal reads the members with properties=objectSid and compares
+    SIDs in any case: the SID is absent, so noop; a DN row's read asks for no property."""
+    m, other = sorted(groups(box)[RND])[:2]
     sid = users(box)[m]["sid"]
     before = groups(box)
     tg = target(box, client, precheck=False)
     assert (await tg.apply(row(Op.REMOVE, RND, sid))).status is Status.OK
-    again = await tg.apply(row(Op.REMOVE, RND, sid))
-    assert again == Result(Status.FAILED, http_status=200, attempts=1, error=NOT_MEMBER)
+    again = await tg.apply(row(Op.REMOVE, RND, sid.lower()))
+    assert again == Result(Status.NOOP, http_status=200, attempts=1)
     assert calls(box) == [f"DELETE {RND}", f"DELETE {RND}", f"GET {RND}"]
-    before[RND].discard(m)
+    assert parse_qs(box.log[2].query) == {"group": [RND], "properties": ["objectSid"]}
+    assert (await tg.apply(row(Op.REMOVE, RND, other))).status is Status.OK
+    assert (await tg.apply(row(Op.REMOVE, RND, other))).status is Status.NOOP
+    assert parse_qs(box.log[-1].query) == {"group": [RND]}
+    before[RND] -= {m, other}
     assert groups(box) == before
+
+
+async def test_refused_removal_by_sid_of_a_present_member_fails(
+    start_sandbox: StartSandbox, client: aiohttp.ClientSession
+) -> None:
+    """A denied group refuses a member named by SID who is there: the read finds the SID,
+    so failed with the server's words; the same refusal for an absent SID is noop."""
+    sb = await start_sandbox(small_state(**{RND: {"denied": True}}))
+    before = groups(sb)
+    present, absent = sorted(before[RND])[0], outsiders(sb, RND)[0]
+    tg = target(sb, client, precheck=False)
+    failed = await tg.apply(row(Op.REMOVE, RND, users(sb)[present]["sid"]))
+    assert failed == Result(Status.FAILED, http_status=200, attempts=1, error=DENIED)
+    noop = await tg.apply(row(Op.REMOVE, RND, users(sb)[absent]["sid"]))
+    assert noop == Result(Status.NOOP, http_status=200, attempts=1)
+    assert calls(sb) == [f"DELETE {RND}", f"GET {RND}"] * 2
+    assert all("properties=objectSid" in e.query for e in sb.log if e.method == "GET")
+    assert groups(sb) == before
+
+
+async def test_precheck_by_sid_reads_the_sids(box: Sandbox, client: aiohttp.ClientSession) -> None:
+    """Precheck for SID rows reads the group once with its SIDs (any case) and answers the
+    obvious noops from it without a change request."""
+    before = groups(box)
+    sid_of = {dn: u["sid"] for dn, u in users(box).items()}
+    inside, absent = sorted(before[RND])[:3], outsiders(box, RND)[:3]
+    tg = target(box, client, precheck=True)
+    rows = [row(Op.REMOVE, RND, sid_of[m]) for m in absent]
+    rows += [row(Op.ADD, RND, sid_of[m].lower()) for m in inside]
+    results = await asyncio.gather(*(tg.apply(r) for r in rows))
+    assert {r.status for r in results} == {Status.NOOP}
+    assert calls(box) == [f"GET {RND}"]
+    assert parse_qs(box.log[0].query) == {"group": [RND], "properties": ["objectSid"]}
+    assert groups(box) == before
+
+
+def test_a_list_without_sids_never_settles_a_sid() -> None:
+    """A member list without SIDs (a server that ignores `properties`) leaves a SID row
+    unsure (None), so a refusal stays failed; with SIDs it is settled in any case."""
+    sid = "S-1-5-21-1-2-3-1100"
+    plain = Members.parse([{"dn": "CN=a,DC=x", "guid": "3F2504E0-4F89-11D3-9A0C-0305E82C3301"}])
+    assert plain is not None
+    assert plain.has(ident(sid)) is None
+    with_sids = Members.parse([{"dn": "CN=a,DC=x", "objectSid": sid.lower()}])
+    assert with_sids is not None
+    assert with_sids.has(ident(sid)) is True
+    assert with_sids.has(ident("S-1-5-21-1-2-3-1101")) is False
 
 
 async def test_group_by_guid_and_sid(box: Sandbox, client: aiohttp.ClientSession) -> None:

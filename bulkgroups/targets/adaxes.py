@@ -185,6 +185,7 @@ class AdaxesTarget:
         return trace.failed(look.reply)
 
     def _note(self, group: str, member: str, *, present: bool) -> None:
+        # Every cache: a change the server confirmed holds whatever a list was read with.
         for cache in self._caches(sids=True):
             members = cache.peek(group)
             if members is not None:

@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from bulkgroups.limiter import Pacer
+from bulkgroups.quota import parse_quota
 from bulkgroups.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
 from bulkgroups.targets.base import Auth, AuthRefused
 
@@ -122,6 +123,10 @@ class Transport:
                     status = resp.status
                     raw = await resp.read()
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    if status == 429 or (status == 503 and retry_after is not None):
+                        self._pacer.limited()
+                    elif status < 500:
+                        self._pacer.answered(parse_quota(resp.headers))
             except RETRYABLE_ERRORS as exc:
                 error = _describe(exc, self._timeout_s)
             else:
