@@ -150,10 +150,13 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
 
 def _register() -> None:
     from bulkgroups.cli_report import report_command, undo_command
+    from bulkgroups.cli_schedule import plan_command, schedule_command
     from bulkgroups.sandbox.cli import sandbox_command
 
+    cli.add_command(plan_command, name="plan")
     cli.add_command(report_command, name="report")
     cli.add_command(undo_command, name="undo")
+    cli.add_command(schedule_command, name="schedule")
     cli.add_command(sandbox_command, name="sandbox")
 
 

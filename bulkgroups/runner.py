@@ -19,6 +19,7 @@ from bulkgroups.lock import Locked, run_lock
 from bulkgroups.model import InvalidRow, Row, Status
 from bulkgroups.results import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.resume import FinishedRows, unfinished
+from bulkgroups.retention import prune
 from bulkgroups.rows import read_rows
 from bulkgroups.safety import count_changes, guard
 from bulkgroups.wiring import Unsupported, connect, endpoint_for, worker_count
@@ -172,6 +173,9 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
                       stopped=pipeline.reason.value if pipeline.stopping else None)
     write_meta(req.results, meta)
+    if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
+        # Only after a run that went through: a failed night must not push out good ones.
+        prune(job, keep=job.output.keep, current=req.results)
     _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
             already=done.count if done is not None else 0)
     return code

@@ -514,19 +514,21 @@ async def test_precheck_move_decides_from_both_groups(
 
 
 async def test_move_all_records_moved(box: Sandbox, client: aiohttp.ClientSession) -> None:
-    """move_all lists the source, then adds and removes each member: ok, every DN moved."""
+    """move_all lists both groups, adds (unless already there) and removes each member; it
+    records who joined (`moved`) apart from who was in the destination already (`left`)."""
     before = groups(box)
     order = list(box.dump()["adaxes"]["objects"][RND]["members"])
-    assert before[RND] & before[SUPPORT]  # some are in both: their add is refused, checked
+    assert before[RND] & before[SUPPORT]  # some are in both: no add is sent for them
     result = await target(box, client, precheck=False).apply(
         row(Op.MOVE_ALL, RND, to_group=SUPPORT)
     )
     assert result.status is Status.OK
     assert result.error is None
-    assert result.moved == tuple(order)
-    expected = [f"GET {RND}"]
+    assert result.moved == tuple(m for m in order if m not in before[SUPPORT])
+    assert result.left == tuple(m for m in order if m in before[SUPPORT])
+    expected = [f"GET {RND}", f"GET {SUPPORT}"]
     for m in order:
-        expected += ["POST"] + [f"GET {SUPPORT}"] * (m in before[SUPPORT]) + [f"DELETE {RND}"]
+        expected += ["POST"] * (m not in before[SUPPORT]) + [f"DELETE {RND}"]
     assert calls(box) == expected
     before[SUPPORT] |= before[RND]
     before[RND] = set()
@@ -534,24 +536,29 @@ async def test_move_all_records_moved(box: Sandbox, client: aiohttp.ClientSessio
     # Now empty: noop, nothing moved, one read only.
     box.clear_log()
     empty = await target(box, client, precheck=False).apply(row(Op.MOVE_ALL, RND, to_group=SUPPORT))
-    assert empty == Result(Status.NOOP, http_status=200, attempts=1, moved=())
+    assert empty == Result(Status.NOOP, http_status=200, attempts=1, moved=(), left=())
     assert len(box.log) == 1
 
 
 async def test_move_all_to_an_approval_group_is_pending(
     start_sandbox: StartSandbox, client: aiohttp.ClientSession
 ) -> None:
-    """Every add waits for approval: pending, no removal sent, nothing moved."""
+    """Every add waits for approval: pending, nothing moved, and no removal sent for anyone
+    not already in the destination (those only leave the source)."""
     sb = await start_sandbox(small_state(**{SUPPORT: {"approval": True}}))
     before = groups(sb)
+    both = before[RND] & before[SUPPORT]
     result = await target(sb, client, precheck=False).apply(row(Op.MOVE_ALL, RND, to_group=SUPPORT))
     assert (result.status, result.moved) == (Status.PENDING, ())
-    assert not any(c.startswith("DELETE") for c in calls(sb))
+    assert set(result.left or ()) == both
+    assert len([c for c in calls(sb) if c.startswith("DELETE")]) == len(both)
+    before[RND] -= both
     assert groups(sb) == before
 
 
 def seed_failing_some(n: int) -> tuple[int, list[str]]:
-    """A 503-fault seed under which a move_all of `n` members (no retries) lists fine, then
+    """A 503-fault seed under which a move_all of `n` members (no retries) lists both groups
+    fine, then
     fails some adds and some removals: with each member's fate, in listing order."""
     for seed in range(10_000):
         faults = Faults(seed=seed, error_503_ratio=0.25)
@@ -561,7 +568,7 @@ def seed_failing_some(n: int) -> tuple[int, list[str]]:
             draw = box.draw(faults)
             return draw is not None and draw.before == "503"
 
-        if fails():
+        if fails() or fails():  # the two reads (source, destination) must go through
             continue
         fates = []
         for _ in range(n):
@@ -595,7 +602,7 @@ async def test_move_all_with_some_failures(
     assert result.error is not None
     assert result.error.startswith(f"{n - len(moved)} of {n} members not moved: ")
     assert result.attempts == 1  # no retries
-    expected = [f"GET {RND}"]
+    expected = [f"GET {RND}", f"GET {SUPPORT}"]
     for fate in fates:
         expected += ["POST"] + [f"DELETE {RND}"] * (fate != "add")
     assert calls(sb) == expected

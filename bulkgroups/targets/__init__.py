@@ -50,5 +50,5 @@ def make_target(
             transport, precheck=precheck, protected=protected, batch_size=batch_size
         )
     if kind is TargetKind.ADAXES:
-        return AdaxesTarget(transport, precheck=precheck)
+        return AdaxesTarget(transport, precheck=precheck, protected=protected)
     raise ValueError(f"unknown target kind {kind!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bulkgroups.ids import norm_id
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.targets.dn import Ident, IdKind, guid_key, ident, normalize_dn, sid_key
 from bulkgroups.targets.membership import MemberCache, Trace, reason
@@ -107,6 +108,14 @@ class Members:
                 return True
         return None if unsure else False
 
+    def holds(self, other: Entry) -> bool:
+        """Whether an entry of another group's list is among these, by any shared identifier."""
+        return any(
+            entry.keys.get(kind) == key
+            for entry in self.entries
+            for kind, key in other.keys.items()
+        )
+
     def add(self, member: str) -> None:
         who = ident(member)
         if self.has(who) is not True:
@@ -129,10 +138,13 @@ class Step:
 class AdaxesTarget:
     """`Target` for Adaxes: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_cache", "_sid_cache", "_t")
+    __slots__ = ("_cache", "_protected", "_sid_cache", "_t")
 
-    def __init__(self, transport: Transport, *, precheck: bool) -> None:
+    def __init__(
+        self, transport: Transport, *, precheck: bool, protected: frozenset[str] = frozenset()
+    ) -> None:
         self._t = transport
+        self._protected = protected  # in norm_id form
         self._cache: MemberCache[Members] | None = None
         # Rows that name the member by SID read the group with SIDs, once, apart.
         self._sid_cache: MemberCache[Members] | None = None
@@ -279,7 +291,12 @@ class AdaxesTarget:
         if removed.status is Status.PENDING:
             return trace.result(Status.PENDING)
         both_noop = added.status is Status.NOOP and removed.status is Status.NOOP
-        return trace.result(Status.NOOP if both_noop else Status.OK)
+        if both_noop:
+            return trace.result(Status.NOOP)
+        # Known (read before) to be in the destination already: only the removal happened, and
+        # only it is to be undone. An add answered "already a member" proves nothing: it may
+        # be this run's own add whose answer was lost.
+        return trace.result(Status.OK, left=(row.member,) if skip_add else None)
 
     async def _move_all(self, row: Row, trace: Trace) -> Result:
         # A fresh list, not the cache: `moved` is what `undo` will move back.
@@ -290,13 +307,32 @@ class AdaxesTarget:
         if members is None:
             return trace.result(Status.FAILED, f"unexpected answer listing group {row.group}")
         if not members.entries:
-            return trace.result(Status.NOOP, moved=())
+            return trace.result(Status.NOOP, moved=(), left=())
+        if self._protected and any(
+            norm_id(value) in self._protected
+            for entry in members.entries
+            for value in (entry.name, *entry.keys.values())
+        ):
+            return trace.result(Status.INVALID, "protected")
+        # The destination read before any change: who was there already only leaves the source
+        # (an "already a member" answer could be this run's own add whose answer was lost).
+        dst_reply, dst = await self._read(row.to_group)
+        trace.see(dst_reply)
+        if not dst_reply.ok:
+            return trace.failed(dst_reply)
+        if dst is None:
+            return trace.result(Status.FAILED, f"unexpected answer listing group {row.to_group}")
         moved: list[str] = []
+        left: list[str] = []
         errors: list[str] = []
         pending = 0
         # One member at a time within the row: concurrency comes from the other rows.
         for entry in list(members.entries):
-            added = await self._change(row.to_group, entry.name, trace, add=True)
+            there = dst.holds(entry)
+            added = (
+                Step(Status.NOOP) if there
+                else await self._change(row.to_group, entry.name, trace, add=True)
+            )
             step = added
             if added.status not in (Status.FAILED, Status.PENDING):
                 step = await self._change(row.group, entry.name, trace, add=False)
@@ -305,12 +341,14 @@ class AdaxesTarget:
             elif step.status is Status.PENDING:
                 pending += 1
             else:
-                moved.append(entry.name)
+                (left if there else moved).append(entry.name)
         total = len(members.entries)
         if errors:
             return trace.result(
                 Status.FAILED,
                 f"{len(errors)} of {total} members not moved: {errors[0]}",
                 moved=tuple(moved),
+                left=tuple(left),
             )
-        return trace.result(Status.PENDING if pending else Status.OK, moved=tuple(moved))
+        status = Status.PENDING if pending else Status.OK
+        return trace.result(status, moved=tuple(moved), left=tuple(left))
