@@ -17,16 +17,19 @@ def docspace(state: dict) -> list[dict[str, str]]:
     groups = list(state["groups"])
     sales, marketing, engineering, support = groups[:4]
     members = {g: list(state["groups"][g]["members"]) for g in groups}
-    outsiders = [u for u in state["users"] if not any(u in m for m in members.values())]
+    users = [u for u, info in state["users"].items() if info["kind"] == "user"]
     rows: list[dict[str, str]] = []
-    for m in members[sales][:150]:
+    for m in members[sales][:120]:
         rows.append({"op": "remove", "group": sales, "member": m})
-    for m in members[marketing][:40]:
+    movers = [m for m in members[marketing] if m in users and m not in members[engineering]]
+    for m in movers[:60]:
         rows.append({"op": "move", "group": marketing, "member": m, "to_group": engineering})
     rows.append({"op": "move_all", "group": support, "to_group": engineering})
-    for u in outsiders[:40]:
+    joiners = [u for u in users if u not in members[marketing]]
+    for u in joiners[:40]:
         rows.append({"op": "add", "group": marketing, "member": u})
-    for u in outsiders[40:60]:  # not members: with precheck these end noop
+    strangers = [u for u in users if u not in members[sales]]
+    for u in strangers[:20]:  # not members: with precheck these end noop
         rows.append({"op": "remove", "group": sales, "member": u})
     rows.append({"op": "remove", "group": MISSING_GROUP, "member": members[sales][0]})
     rng.shuffle(rows)
@@ -53,17 +56,17 @@ def adaxes(state: dict) -> list[dict[str, str]]:
     members = list(objects[plain]["members"])
     outsiders = [u for u in users if u not in members]
     rows: list[dict[str, str]] = []
-    for i, m in enumerate(members[:30]):
-        # The same member named three ways: by DN, by GUID, by SID.
+    for i, m in enumerate(members[:45]):
+        # Members named three ways: by DN, by GUID, by SID.
         ident = [m, objects[m]["guid"], objects[m]["sid"]][i % 3]
         rows.append({"op": "remove", "group": plain, "member": ident})
-    for m in members[30:36]:
+    for m in members[45:55]:
         rows.append({"op": "move", "group": plain, "member": m, "to_group": approval})
     for m in objects[denied]["members"][:3]:
         rows.append({"op": "remove", "group": denied, "member": m})
-    for u in outsiders[:10]:
+    for u in outsiders[:15]:
         rows.append({"op": "add", "group": plain, "member": u})
-    for u in outsiders[10:15]:
+    for u in outsiders[15:25]:
         rows.append({"op": "remove", "group": plain, "member": u})
     rows.insert(7, {"op": "remove", "group": plain, "member": "Ann Lee"})
     rows.insert(19, {"op": "add", "group": "OU=", "member": members[0]})

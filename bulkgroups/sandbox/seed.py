@@ -158,13 +158,13 @@ DEMO_PASSWORD = "demo-password"
 
 
 def make_demo_state() -> dict[str, Any]:
-    """The state of jobs/demo-state.json: 4 DocSpace groups of 60 (with guests and terminated
-    users in the first), 3 Adaxes groups of 40: the second needs approval, the third is denied."""
+    """The state of jobs/demo-state.json: 4 DocSpace groups of 150 (with guests and terminated
+    users in the first), 3 Adaxes groups of 80: the second needs approval, the third is denied."""
     state = make_state(
         docspace_groups=4,
-        docspace_members=60,
+        docspace_members=150,
         adaxes_groups=3,
-        adaxes_members=40,
+        adaxes_members=80,
         guests=4,
         terminated=3,
         seed=2026,
