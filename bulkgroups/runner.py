@@ -94,7 +94,7 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
     """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
     try:
-        with run_lock(req.results):
+        with run_lock(req.results, job_name=job.name):
             return await _run_locked(job, req, os.environ if environ is None else environ)
     except Locked as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None

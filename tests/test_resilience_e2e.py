@@ -188,3 +188,22 @@ async def test_failure_ratio_aborts_a_run_against_a_failing_server(tmp_path: Pat
     finished = last_outcomes(tmp_path / "results.jsonl")
     assert 30 <= len(finished) < 100
     assert {o["status"] for o in finished.values()} == {"failed"}
+
+
+async def test_overlapping_runs_of_a_nightly_job_are_refused(tmp_path: Path) -> None:
+    """Each night writes its own file ({date}-{time}), yet a run that overlaps the previous
+    one of the same job is refused with exit 3 by the job's lock."""
+    async with Sandbox(make_state(docspace_members=200)) as sb:
+        g0 = next(iter(groups_of(sb)))
+        rows = [{"op": "remove", "group": g0, "member": m} for m in sorted(groups_of(sb)[g0])]
+        job = write_job(tmp_path, sb, rows=rows, limits={"rate": 20, "precheck": False})
+        job.write_text(job.read_text().replace(
+            'results = "results.jsonl"', 'results = "nightly/{job}-{date}-{time}.jsonl"'))
+        first = await start_cli("run", str(job), "--quiet")
+        await sb.wait_for_requests(3, timeout_s=30)
+        second = await run_cli("run", str(job))
+        assert second.code == 3
+        assert "job t" in second.stderr and f"pid {first.pid}" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        assert (await finish(first)).code == 143
+    assert len(list((tmp_path / "nightly").glob("t-*.jsonl"))) == 1
