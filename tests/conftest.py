@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from bulkgroups.sandbox import Sandbox, SandboxConfig, make_state
@@ -40,6 +41,15 @@ async def start_sandbox() -> AsyncIterator[StartSandbox]:
             )
 
         yield start
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """The session as the tool builds it: orjson bodies, a connection cap."""
+    async with aiohttp.ClientSession(
+        json_serialize_bytes=orjson.dumps, connector=aiohttp.TCPConnector(limit=16)
+    ) as session:
+        yield session
 
 
 @pytest.fixture

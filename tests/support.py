@@ -12,9 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
+from bulkgroups.limiter import Pacer
+from bulkgroups.model import TargetKind
+from bulkgroups.retry import RetryPolicy
 from bulkgroups.sandbox import Sandbox
+from bulkgroups.secret import Secret
+from bulkgroups.targets import auth_for
+from bulkgroups.targets.transport import Transport
 
 DS_TOKEN = "sk-test-key"
 AX_TOKEN = "adm-test-token"
@@ -143,3 +150,25 @@ def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
         cur += delta
         best = max(best, cur)
     return best
+
+
+def fast_transport(
+    sb: Sandbox,
+    session: aiohttp.ClientSession,
+    *,
+    kind: TargetKind = TargetKind.DOCSPACE,
+    token: str | None = None,
+    retries: int = 3,
+    concurrency: int = 8,
+) -> Transport:
+    """A transport as the tool builds one, with retries quick enough for tests."""
+    if token is None:
+        token = "sk-test-key" if kind is TargetKind.DOCSPACE else "adm-test-token"
+    return Transport(
+        session,
+        base_url=sb.base_url if kind is TargetKind.DOCSPACE else sb.adaxes_url,
+        auth=auth_for(kind, Secret(token)),
+        pacer=Pacer(rate=1000.0, concurrency=concurrency),
+        policy=RetryPolicy(max_retries=retries, base_s=0.01, cap_s=0.05),
+        timeout_s=5.0,
+    )

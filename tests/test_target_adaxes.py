@@ -4,24 +4,21 @@ checks after a refusal, DN/GUID/SID forms, approval, precheck, lost answers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
-import orjson
 import pytest
 
-from bulkgroups.limiter import Pacer
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
-from bulkgroups.retry import RetryPolicy
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
 from bulkgroups.secret import Secret
 from bulkgroups.targets import AdaxesTarget, Target, auth_for, make_target
 from bulkgroups.targets.adaxes import Members
 from bulkgroups.targets.dn import IdKind, guid_key, ident, normalize_dn
-from bulkgroups.targets.transport import Transport
+from tests.support import fast_transport
 
 SALES = "CN=Sales,OU=Groups,DC=example,DC=com"  # holds every awkward DN of make_state
 RND = "CN=R&D\\, Europe,OU=Groups,DC=example,DC=com"
@@ -46,15 +43,6 @@ def small_state(**flags: dict[str, bool]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """The session as the tool builds it: orjson bodies, a connection cap."""
-    async with aiohttp.ClientSession(
-        json_serialize_bytes=orjson.dumps, connector=aiohttp.TCPConnector(limit=16)
-    ) as session:
-        yield session
-
-
-@pytest.fixture
 async def box(start_sandbox: StartSandbox) -> Sandbox:
     """A sandbox serving small_state()."""
     return await start_sandbox(small_state())
@@ -63,14 +51,7 @@ async def box(start_sandbox: StartSandbox) -> Sandbox:
 def target(
     sb: Sandbox, session: aiohttp.ClientSession, *, precheck: bool, retries: int = 3
 ) -> Target:
-    transport = Transport(
-        session,
-        base_url=sb.adaxes_url,
-        auth=auth_for(TargetKind.ADAXES, Secret("adm-test-token")),
-        pacer=Pacer(rate=1000.0, concurrency=8),
-        policy=RetryPolicy(max_retries=retries, base_s=0.01, cap_s=0.05),
-        timeout_s=5.0,
-    )
+    transport = fast_transport(sb, session, kind=TargetKind.ADAXES, retries=retries)
     return make_target(TargetKind.ADAXES, transport, precheck=precheck)
 
 

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
-from bulkgroups.limiter import Pacer
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
-from bulkgroups.retry import RetryPolicy
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
 from bulkgroups.secret import Secret
 from bulkgroups.targets import DocSpaceTarget, Target, auth_for, make_target
-from bulkgroups.targets.transport import Transport
+from tests.support import fast_transport as transport
 
 UNKNOWN = "00000000-0000-4000-8000-0000000000ff"
 NOT_FOUND = "The group could not be found."
@@ -36,36 +33,9 @@ def small_state() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """The session as the tool builds it: orjson bodies, a connection cap."""
-    async with aiohttp.ClientSession(
-        json_serialize_bytes=orjson.dumps, connector=aiohttp.TCPConnector(limit=16)
-    ) as session:
-        yield session
-
-
-@pytest.fixture
 async def box(start_sandbox: StartSandbox) -> Sandbox:
     """A sandbox serving small_state()."""
     return await start_sandbox(small_state())
-
-
-def transport(
-    sb: Sandbox,
-    session: aiohttp.ClientSession,
-    *,
-    token: str = "sk-test-key",
-    retries: int = 3,
-    concurrency: int = 8,
-) -> Transport:
-    return Transport(
-        session,
-        base_url=sb.base_url,
-        auth=auth_for(TargetKind.DOCSPACE, Secret(token)),
-        pacer=Pacer(rate=1000.0, concurrency=concurrency),
-        policy=RetryPolicy(max_retries=retries, base_s=0.01, cap_s=0.05),
-        timeout_s=5.0,
-    )
 
 
 def target(sb: Sandbox, session: aiohttp.ClientSession, *, precheck: bool, **kw: Any) -> Target:

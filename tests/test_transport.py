@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
 from bulkgroups.limiter import Pacer
@@ -17,6 +16,7 @@ from bulkgroups.sandbox import Faults, Limits, Sandbox, SandboxConfig, make_stat
 from bulkgroups.secret import Secret
 from bulkgroups.targets import AuthRefused, auth_for, make_target
 from bulkgroups.targets.transport import Transport
+from tests.support import fast_transport as transport
 
 StartSandbox = Callable[..., Awaitable[Sandbox]]
 READ_ONLY = "sk-read-only"
@@ -29,39 +29,9 @@ def small_state() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """The session as the tool builds it: orjson bodies, a connection cap."""
-    async with aiohttp.ClientSession(
-        json_serialize_bytes=orjson.dumps, connector=aiohttp.TCPConnector(limit=16)
-    ) as session:
-        yield session
-
-
-@pytest.fixture
 async def box(start_sandbox: StartSandbox) -> Sandbox:
     """A sandbox serving small_state()."""
     return await start_sandbox(small_state())
-
-
-def transport(
-    sb: Sandbox,
-    session: aiohttp.ClientSession,
-    *,
-    kind: TargetKind = TargetKind.DOCSPACE,
-    token: str | None = None,
-    retries: int = 3,
-    concurrency: int = 8,
-) -> Transport:
-    if token is None:
-        token = "sk-test-key" if kind is TargetKind.DOCSPACE else "adm-test-token"
-    return Transport(
-        session,
-        base_url=sb.base_url if kind is TargetKind.DOCSPACE else sb.adaxes_url,
-        auth=auth_for(kind, Secret(token)),
-        pacer=Pacer(rate=1000.0, concurrency=concurrency),
-        policy=RetryPolicy(max_retries=retries, base_s=0.01, cap_s=0.05),
-        timeout_s=5.0,
-    )
 
 
 def first_group(sb: Sandbox) -> tuple[str, str]:

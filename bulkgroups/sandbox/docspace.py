@@ -53,8 +53,10 @@ async def _lists(
     return out
 
 
-@routes.delete("/api/2.0/group/{id}/members")
-async def remove_members(request: web.Request) -> web.Response:
+async def _members_call(
+    request: web.Request,
+) -> tuple[Core, tuple[str, DsGroup], list[str]] | web.Response:
+    """The group of the path and the `members` list of the body, or the error answer."""
     core = request.app[CORE]
     found = _group(core, request.match_info["id"])
     if isinstance(found, web.Response):
@@ -62,36 +64,39 @@ async def remove_members(request: web.Request) -> web.Response:
     body = await _lists(request, "members")
     if isinstance(body, web.Response):
         return body
-    core.docspace.remove(found[1], body["members"])
+    return core, found, body["members"]
+
+
+@routes.delete("/api/2.0/group/{id}/members")
+async def remove_members(request: web.Request) -> web.Response:
+    call = await _members_call(request)
+    if isinstance(call, web.Response):
+        return call
+    core, found, members = call
+    core.docspace.remove(found[1], members)
     return ds_ok(group_dto(core, *found))
 
 
 @routes.put("/api/2.0/group/{id}/members")
 async def add_members(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    found = _group(core, request.match_info["id"])
-    if isinstance(found, web.Response):
-        return found
-    body = await _lists(request, "members")
-    if isinstance(body, web.Response):
-        return body
-    core.docspace.add(found[1], body["members"])
+    call = await _members_call(request)
+    if isinstance(call, web.Response):
+        return call
+    core, found, members = call
+    core.docspace.add(found[1], members)
     return ds_ok(group_dto(core, *found))
 
 
 @routes.post("/api/2.0/group/{id}/members")
 async def replace_members(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    found = _group(core, request.match_info["id"])
-    if isinstance(found, web.Response):
-        return found
-    body = await _lists(request, "members")
-    if isinstance(body, web.Response):
-        return body
-    if not core.docspace.any_addable(body["members"]):
+    call = await _members_call(request)
+    if isinstance(call, web.Response):
+        return call
+    core, found, members = call
+    if not core.docspace.any_addable(members):
         return ds_error(400, "None of the given user ids is valid.")
     found[1].members.clear()
-    core.docspace.add(found[1], body["members"])
+    core.docspace.add(found[1], members)
     return ds_ok(group_dto(core, *found))
 
 

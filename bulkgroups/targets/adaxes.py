@@ -5,7 +5,8 @@ approval). A refusal is never judged by its wording: the group's members are rea
 is `noop` when the membership already is what the row wants. That also settles retries: a
 request whose answer was lost may have been applied, and its repeat is refused. A member named
 by SID is looked for by SID: that read asks for the `objectSid` property, which the default
-member list does not carry.
+member list does not carry. With `adm_wait_s`, a change that outlasts it is answered 202 and
+followed to its end (`running`); its result is then read like a direct answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bulkgroups.ids import norm_id
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.targets.dn import Ident, IdKind, guid_key, ident, normalize_dn, sid_key
 from bulkgroups.targets.membership import MemberCache, Trace, reason
+from bulkgroups.targets.running import wait_for_operation
 from bulkgroups.targets.transport import Reply, Transport, message_of
 
 _MEMBERS = "/api/directoryObjects/groupMembers"
@@ -138,13 +140,23 @@ class Step:
 class AdaxesTarget:
     """`Target` for Adaxes: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_cache", "_protected", "_sid_cache", "_t")
+    __slots__ = ("_cache", "_poll_limit_s", "_protected", "_sid_cache", "_t", "_wait")
 
     def __init__(
-        self, transport: Transport, *, precheck: bool, protected: frozenset[str] = frozenset()
+        self,
+        transport: Transport,
+        *,
+        precheck: bool,
+        protected: frozenset[str] = frozenset(),
+        adm_wait_s: int | None = None,
+        poll_limit_s: float = 300.0,
     ) -> None:
+        """`adm_wait_s`: sent as `Adm-Wait` on every change; `poll_limit_s`: how long a row
+        waits for an operation the server answered 202 to."""
         self._t = transport
         self._protected = protected  # in norm_id form
+        self._wait = {"Adm-Wait": str(adm_wait_s)} if adm_wait_s is not None else None
+        self._poll_limit_s = poll_limit_s
         self._cache: MemberCache[Members] | None = None
         # Rows that name the member by SID read the group with SIDs, once, apart.
         self._sid_cache: MemberCache[Members] | None = None
@@ -208,15 +220,24 @@ class AdaxesTarget:
     async def _change(self, group: str, member: str, trace: Trace, *, add: bool) -> Step:
         if add:
             body = {"group": group, "newMember": member}
-            reply = await self._t.send("POST", _MEMBERS, json=body)
+            reply = await self._t.send("POST", _MEMBERS, json=body, headers=self._wait)
         else:
             # params: aiohttp encodes them (DNs hold commas, '=', spaces, '+', '#', non-ASCII).
             query = {"group": group, "member": member}
-            reply = await self._t.send("DELETE", _MEMBERS, params=query)
+            reply = await self._t.send("DELETE", _MEMBERS, params=query, headers=self._wait)
         trace.see(reply)
         if not reply.ok:
             return Step(Status.FAILED, reason(reply))
-        result = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status == 202:
+            done = await wait_for_operation(self._t, reply, trace, limit_s=self._poll_limit_s)
+            if isinstance(done, str):
+                # The change may still happen: what any cache holds of the group is unsure.
+                for cache in self._caches(sids=True):
+                    cache.forget(group)
+                return Step(Status.FAILED, done)
+            result: dict[str, Any] = done
+        else:
+            result = reply.body if isinstance(reply.body, dict) else {}
         kind = result.get("resultType")
         if kind == _SUCCEEDED:
             self._note(group, member, present=add)

@@ -106,27 +106,29 @@ class Transport:
         renewed = False
         while True:
             attempts += 1
-            auth_headers = await self._auth.headers()
-            sent = {**auth_headers, **headers} if headers else auth_headers
+            auth_headers: dict[str, str] = {}
             status: int | None = None
             body: Any = None
             error: str | None = None
             retry_after: float | None = None
             try:
-                async with (
-                    self._pacer,
-                    self._session.request(
+                async with self._pacer:
+                    # Taken once the pacer lets the request go: a pause (Retry-After) may
+                    # outlast a signed-in token, and its renewal happens here.
+                    auth_headers = await self._auth.headers()
+                    sent = {**auth_headers, **headers} if headers else auth_headers
+                    resp_cm = self._session.request(
                         method, url, params=params, json=json, headers=sent,
                         timeout=self._timeout,
-                    ) as resp,
-                ):
-                    status = resp.status
-                    raw = await resp.read()
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    if status == 429 or (status == 503 and retry_after is not None):
-                        self._pacer.limited()
-                    elif status < 500:
-                        self._pacer.answered(parse_quota(resp.headers))
+                    )
+                    async with resp_cm as resp:
+                        status = resp.status
+                        raw = await resp.read()
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                        if status == 429 or (status == 503 and retry_after is not None):
+                            self._pacer.limited()
+                        elif status < 500:
+                            self._pacer.answered(parse_quota(resp.headers))
             except RETRYABLE_ERRORS as exc:
                 error = _describe(exc, self._timeout_s)
             else:
