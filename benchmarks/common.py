@@ -6,12 +6,15 @@ Everything here talks to 127.0.0.1 only, and every wait is bounded.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import datetime as dt
+import hashlib
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,11 +137,63 @@ def write_job(
     return job
 
 
-def cli_env() -> dict[str, str]:
+# --- the code under test -----------------------------------------------------------------------
+
+_SNAPSHOT: Path | None = None
+
+
+def code_dir() -> Path:
+    """A private copy of the package, taken once per benchmark run: every child (CLI and
+    sandbox) imports it through PYTHONPATH, so the whole run measures one version of the code
+    even while the work tree is being edited. BG_BENCH_LIVE=1 measures the live tree instead."""
+    global _SNAPSHOT
+    if _SNAPSHOT is None:
+        tmp = Path(tempfile.mkdtemp(prefix="bg-code-"))
+        shutil.copytree(ROOT / "bulkgroups", tmp / "bulkgroups",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        atexit.register(shutil.rmtree, tmp, True)
+        _SNAPSHOT = tmp
+    return _SNAPSHOT
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BG_")}
-    env[TOKEN_ENV] = API_KEY
+    if os.environ.get("BG_BENCH_LIVE") != "1":
+        env["PYTHONPATH"] = str(code_dir())
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return {**env, **(extra or {})}
+
+
+_VERSION = ""
+
+
+def code_version() -> str:
+    """HEAD, how many package files differ from it, and a hash of the code measured (taken
+    once, with the snapshot)."""
+    global _VERSION
+    if not _VERSION:
+        _VERSION = _code_version()
+    return _VERSION
+
+
+def _code_version() -> str:
+    root = ROOT / "bulkgroups" if os.environ.get("BG_BENCH_LIVE") == "1" else code_dir()
+    root = root / "bulkgroups" if (root / "bulkgroups").is_dir() else root
+    digest = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    head = dirty = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip() or "?"
+        status = subprocess.run(["git", "status", "--porcelain", "--", "bulkgroups"], cwd=ROOT,
+                                text=True, capture_output=True, timeout=10).stdout
+        dirty = str(len([ln for ln in status.splitlines() if ln.strip()]))
+    return f"code: HEAD {head} + {dirty} changed package files, sha256 {digest.hexdigest()[:12]}"
+
+
+def cli_env() -> dict[str, str]:
+    return child_env({TOKEN_ENV: API_KEY})
 
 
 # --- the sandbox in its own process -------------------------------------------------------
@@ -178,7 +233,7 @@ class SandboxProcess:
     def __enter__(self) -> SandboxProcess:
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT, env=child_env(),
         )
         assert self.proc.stdout is not None
         found = threading.Event()
@@ -253,11 +308,12 @@ class ChildRun:
     wall_s: float
     user_s: float
     sys_s: float
-    maxrss_mb: float
+    maxrss_mb: float  # peak RSS of the child's own image: VmHWM, polled while it runs
     timed_out: bool
     stderr: str = ""
     stopped_at: float | None = None  # time.time() when SIGTERM was sent (stop_after_s)
     stopped_mono: float | None = None  # the same moment, time.monotonic()
+    wait4_maxrss_mb: float = 0.0  # ru_maxrss: NOT the child's own peak, see run_child
 
     @property
     def cpu_s(self) -> float:
@@ -267,8 +323,15 @@ class ChildRun:
 def run_child(args: Sequence[str], *, timeout_s: float, cwd: Path | None = None,
               env: dict[str, str] | None = None, stop_after_s: float | None = None,
               grace_s: float = 15.0) -> ChildRun:
-    """Run a command to the end and take its own resource usage from wait4(): CPU time and peak
-    RSS of that one child, not of every child so far.
+    """Run a command to the end and take its own resource usage: CPU time from wait4() (that
+    one child, not every child so far), peak RSS from its VmHWM polled every 5 ms.
+
+    Not ru_maxrss: Linux carries the high-water RSS of the image a process replaces across
+    execve() into ru_maxrss, and subprocess starts children by (v)fork + exec, whose image before
+    execve() is this (parent) process. A driver that built a 1M-member state before spawning
+    would see its own size reported as the child's (we saw 165 MB for a 47 MB `validate`).
+    VmHWM belongs to the new image only; it only grows, so the last reading before exit is the
+    peak to within 5 ms of the end.
 
     `stop_after_s`: send SIGTERM then (bulkgroups stops taking rows and finishes those in
     flight), a measurement that ends by design, not a timeout. Either way the child gets SIGTERM
@@ -281,10 +344,12 @@ def run_child(args: Sequence[str], *, timeout_s: float, cwd: Path | None = None,
         termed: float | None = None
         stopped_at = stopped_mono = None
         timed_out = False
+        hwm = 0.0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            hwm = max(hwm, _rss_mb(proc.pid))
             now = time.perf_counter()
             if termed is None and now > term_at:
                 termed = now
@@ -302,8 +367,9 @@ def run_child(args: Sequence[str], *, timeout_s: float, cwd: Path | None = None,
         text = err.read().decode(errors="replace")
     return ChildRun(
         code=proc.returncode, wall_s=wall, user_s=usage.ru_utime, sys_s=usage.ru_stime,
-        maxrss_mb=usage.ru_maxrss / 1024, timed_out=timed_out, stderr=text[-2000:],
+        maxrss_mb=hwm, timed_out=timed_out, stderr=text[-2000:],
         stopped_at=stopped_at, stopped_mono=stopped_mono,
+        wait4_maxrss_mb=usage.ru_maxrss / 1024,
     )
 
 
@@ -416,7 +482,8 @@ def machine_line() -> str:
     m = machine()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']}, Python {m['python']}, "
-            f"{m['date']}; client and sandbox share these cores; load average {load}")
+            f"{m['date']}; client and sandbox share these cores; load average {load}\n"
+            + code_version())
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

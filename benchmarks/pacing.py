@@ -117,7 +117,7 @@ def main() -> None:
     out = "\n".join([machine_line(), "", table(head, body)])
     print()
     print(out)
-    save("pacing", out, figures)
+    save("pacing-quick" if args.quick else "pacing", out, figures)
 
 
 if __name__ == "__main__":

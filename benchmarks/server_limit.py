@@ -145,7 +145,7 @@ def main() -> None:
                      table(["target", "measured", "verdict"], checks)])
     print()
     print(out)
-    save("server_limit", out, figures)
+    save("server_limit-quick" if args.quick else "server_limit", out, figures)
 
 
 if __name__ == "__main__":

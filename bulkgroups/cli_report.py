@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 import orjson
 from rich.table import Table
+from rich.text import Text
 
 from bulkgroups.console import err, out
 from bulkgroups.report import STATUSES, Report, failed_rows, scan_results
@@ -128,7 +129,7 @@ def _print_report(report: Report, results: Path) -> None:
         for status in STATUSES:
             ops.add_column(status, justify="right")
         for op, per in report.by_op.items():
-            ops.add_row(op, *(f"{per[s]:,}" for s in STATUSES))
+            ops.add_row(Text(op), *(f"{per[s]:,}" for s in STATUSES))
         out.print(ops)
     if report.rows_per_s is not None and report.run_seconds is not None:
         over = "run time" if report.rate_from == "runs" else "first to last finish"
@@ -147,7 +148,8 @@ def _print_report(report: Report, results: Path) -> None:
         errors.add_column("example rows", overflow="fold")
         for e in report.errors:
             more = " …" if e.count > len(e.rows) else ""
-            errors.add_row(e.message, f"{e.count:,}", ", ".join(map(str, e.rows)) + more)
+            # A message can hold text from the input: a cell, never markup.
+            errors.add_row(Text(e.message), f"{e.count:,}", ", ".join(map(str, e.rows)) + more)
         out.print(errors)
 
 

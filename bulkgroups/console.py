@@ -124,14 +124,14 @@ def print_summary(
 
 
 def print_survey(s: Survey, *, kind: TargetKind, source: Path, dry_run: bool) -> None:
-    out.print(f"input: {source}")
+    out.print(f"input: {source}", markup=False)
     out.print(f"rows: {s.rows:,} ({s.valid:,} valid, {s.invalid:,} invalid)")
     for op, n in sorted(s.by_op.items()):
-        out.print(f"  {op}: {n:,}")
+        out.print(f"  {op}: {n:,}", markup=False)
     if dry_run:
         out.print(f"groups touched: {len(s.by_group):,}")
         for group, n in s.by_group.most_common(10):
-            out.print(f"  {group}: {n:,} rows")
+            out.print(f"  {group}: {n:,} rows", markup=False)
         out.print(
             f"would send at least {s.requests(kind):,} change requests to {kind.value} "
             "(dry run: nothing sent)"

@@ -22,6 +22,9 @@ MAX_RECORD_LINES: Final = 100
 # Stands in for a line that was too long, in place of its (discarded) bytes.
 TOO_LONG: Final = b"\x00<line too long>"
 
+# Why a record with a carriage return that ends no line (outside quotes) is unreadable.
+BARE_CR: Final = "a bare carriage return (CR) outside quotes"
+
 # Characters of a line that holds no value: only separators and whitespace.
 _BLANK: Final = " \t\r\n\f\v,"
 
@@ -146,7 +149,8 @@ class CsvRows:
                     elif '"' not in s:
                         if not s.strip(_BLANK):
                             continue
-                        rec = s.rstrip("\r\n").split(",")
+                        body = s.rstrip("\r\n")
+                        rec = BARE_CR if "\r" in body else body.split(",")
                     else:
                         rec, lineno = self._quoted(reader, parts, s, len(b), lineno, key_columns)
                         if not rec:
@@ -223,7 +227,8 @@ class CsvRows:
                 pass
             except csv.Error as exc:
                 parts.clear()
-                reason = f"bad quoting: {exc}"
+                # The csv module's words for a bare CR speak of its own open() modes.
+                reason = BARE_CR if "new-line character" in str(exc) else f"bad quoting: {exc}"
                 break
             if len(texts) >= MAX_RECORD_LINES:
                 reason = f"unclosed quote (record runs past {MAX_RECORD_LINES} lines)"

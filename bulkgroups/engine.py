@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bulkgroups.model import InvalidRow, Outcome, Result, Row, Status
+from bulkgroups.model import Item, Outcome, Result, Row, SkippedRow, Status
 from bulkgroups.stats import Tally
-from bulkgroups.targets.base import AuthRefused, Target
+from bulkgroups.targets.base import AuthRefused, Target, TlsRefused
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class StopReason(StrEnum):
     SIGINT = "interrupted (SIGINT)"
     SIGTERM = "terminated (SIGTERM)"
     AUTH = "credentials refused"
+    TLS = "certificate not trusted"
     FAILURE_RATIO = "failure ratio exceeded"
     INTERNAL = "internal error"
 
@@ -85,7 +86,7 @@ class Pipeline:
         for task in self._worker_tasks:
             task.cancel()
 
-    async def run(self, rows: Iterable[Row | InvalidRow]) -> Tally:
+    async def run(self, rows: Iterable[Item]) -> Tally:
         writer = asyncio.create_task(self._write())
         self._worker_tasks = [asyncio.create_task(self._work_rows()) for _ in range(self._workers)]
         self._feeder = asyncio.create_task(self._feed(rows))
@@ -97,11 +98,13 @@ class Pipeline:
             await writer
         return self.tally
 
-    async def _feed(self, rows: Iterable[Row | InvalidRow]) -> None:
+    async def _feed(self, rows: Iterable[Item]) -> None:
         try:
             for n, item in enumerate(rows):
                 if isinstance(item, Row):
                     await self._work.put(item)
+                elif isinstance(item, SkippedRow):
+                    await self._out.put(Outcome.skipped(item, finished_at=now_iso()))
                 else:
                     await self._out.put(Outcome.invalid(item, finished_at=now_iso()))
                 if n % _YIELD_EVERY == 0:
@@ -122,7 +125,8 @@ class Pipeline:
             try:
                 result = await self._target.apply(row)
             except AuthRefused as exc:
-                self.stop(StopReason.AUTH, str(exc))
+                tls = isinstance(exc, TlsRefused)
+                self.stop(StopReason.TLS if tls else StopReason.AUTH, str(exc))
                 return
             except asyncio.CancelledError:
                 raise

@@ -5,10 +5,13 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import os
 import re
+import stat
 import string
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -216,9 +219,12 @@ def with_limits(job: Job, *, rate: float | None = None, concurrency: int | None 
     return replace(job, limits=replace(job.limits, **fields))
 
 
-def load_credentials(job: Job, *, environ: Mapping[str, str]) -> Credentials:
+def load_credentials(
+    job: Job, *, environ: Mapping[str, str], warn: Callable[[str], None] | None = None
+) -> Credentials:
     """The secrets the job names, from the environment or a file. Messages name the
-    variable or file, never a value."""
+    variable or file, never a value. A token file that other users can read or change is
+    used, with a warning through `warn` (default: a line on stderr)."""
     t = job.target
     token: Secret | None = None
     username: str | None = None
@@ -227,6 +233,9 @@ def load_credentials(job: Job, *, environ: Mapping[str, str]) -> Credentials:
         token = Secret(_from_env(job, "token_env", t.token_env, environ))
     if t.token_file is not None:
         token = Secret(_from_file(job, t.token_file))
+        problem = _open_to_others(t.token_file)
+        if problem is not None:
+            (warn or _warn_stderr)(problem)
     if t.username_env is not None:
         username = _from_env(job, "username_env", t.username_env, environ)
     if t.password_env is not None:
@@ -606,6 +615,27 @@ def _from_file(job: Job, path: Path) -> str:
     if _has_control(value):
         raise JobError(job.path, key, f"more than one line, or control characters: {path}")
     return value
+
+
+def _open_to_others(path: Path) -> str | None:
+    """Why a secret's file is not private to its owner, or None when it is."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None  # it was just read; a file that vanished since has no mode to fix
+    if os.name != "posix" or not mode & 0o077:
+        return None
+    group, others = mode & 0o070, mode & 0o007
+    who = "its group and others" if group and others else "others" if others else "its group"
+    return (
+        f"token_file {path} is open to {who} (mode {mode:03o}): anyone who can read it can "
+        f"act as this token; chmod 600 {path}"
+    )
+
+
+def _warn_stderr(message: str) -> None:
+    # Before any progress bar is drawn, so a plain line on stderr is all it takes.
+    print(f"bulkgroups: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _has_control(value: str) -> bool:

@@ -72,6 +72,25 @@ class InvalidRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedRow:
+    """A valid row whose outcome is known without a request (a duplicate of an earlier row);
+    it never reaches the network."""
+
+    row: int
+    line: int
+    op: Op
+    group: str
+    member: str
+    to_group: str
+    reason: str  # e.g. "duplicate of row 12"
+    status: Status = Status.NOOP
+
+    @property
+    def key(self) -> str:
+        return row_key(self.op, self.group, self.member, self.to_group)
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What a target adapter says happened to one row."""
 
@@ -142,3 +161,27 @@ class Outcome:
             elapsed_ms=0.0,
             finished_at=finished_at,
         )
+
+    @classmethod
+    def skipped(cls, skip: SkippedRow, *, finished_at: str) -> Outcome:
+        """The outcome of a row settled without a request: `attempts` 0, the reason in
+        `error` (the one free-text field a results line has)."""
+        return cls(
+            row=skip.row,
+            line=skip.line,
+            key=skip.key,
+            op=skip.op.value,
+            group=skip.group,
+            member=skip.member,
+            to_group=skip.to_group,
+            status=skip.status,
+            http_status=None,
+            attempts=0,
+            error=skip.reason,
+            elapsed_ms=0.0,
+            finished_at=finished_at,
+        )
+
+
+# What a reader and its filters hand the engine: a row to send, or one already decided.
+Item = Row | InvalidRow | SkippedRow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from bulkgroups.model import InvalidRow, Row, Status
+from bulkgroups.model import Item, Status
 
 _FINAL = frozenset(s.value for s in Status if s.is_final)
 # The writer always puts "row" first and "status" later on the same line; a regex finds both
@@ -81,7 +81,7 @@ class FinishedRows:
         return index
 
 
-def unfinished(items: Iterable[Row | InvalidRow], done: FinishedRows) -> Iterator[Row | InvalidRow]:
+def unfinished(items: Iterable[Item], done: FinishedRows) -> Iterator[Item]:
     """The rows still to do: those with no final outcome yet."""
     for item in items:
         if item.row not in done:

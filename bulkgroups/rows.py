@@ -14,7 +14,7 @@ from typing import Literal
 
 import orjson
 
-from bulkgroups.csvrows import TOO_LONG, CsvRows, LineReader, Make
+from bulkgroups.csvrows import BARE_CR, TOO_LONG, CsvRows, LineReader, Make
 from bulkgroups.ids import id_check, id_problem, norm_id
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
 
@@ -79,6 +79,14 @@ def _csv_rows(
     if first is None:
         raise InputError(f"{path}: no header row (the file is empty)")
     line, header = first
+    if header == BARE_CR:
+        # Most likely a file whose every line ends in CR: read as one long header line, it
+        # would run as a header and no rows, and exit 0.
+        raise InputError(
+            f"{path}: line {line}: the header holds a bare carriage return (CR): do the lines "
+            "end in CR only, as old Mac programs write them? Save the file with LF or CRLF "
+            "line endings"
+        )
     if isinstance(header, str):
         raise InputError(f"{path}: line {line}: cannot read the header: {header}")
     at: dict[str, int] = {}
@@ -196,7 +204,9 @@ def _json_problem(b: bytes, exc: orjson.JSONDecodeError) -> str:
     if b"\x00" in b:
         return "contains a NUL byte"
     reason = f"not valid JSON: {exc.msg} at column {exc.colno}"
-    if not b.endswith(b"\n"):
+    if b"\r" in b.rstrip(b"\r\n"):
+        reason += " (a bare carriage return inside the line: do the lines end in CR only?)"
+    elif not b.endswith(b"\n"):
         reason += " (last line has no line break: truncated?)"
     return reason
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bulkgroups import __version__, console
+from bulkgroups.dedupe import dedupe
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.job import Job
 from bulkgroups.lock import Locked, run_lock
-from bulkgroups.model import InvalidRow, Row, Status
+from bulkgroups.model import Item, Status
 from bulkgroups.results import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.resume import FinishedRows, unfinished
 from bulkgroups.retention import prune
@@ -29,6 +30,7 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 _EXIT_FOR_STOP = {
     StopReason.AUTH: EXIT_REFUSED,
+    StopReason.TLS: EXIT_REFUSED,
     StopReason.FAILURE_RATIO: EXIT_REFUSED,
     StopReason.SIGINT: EXIT_SIGINT,
     StopReason.SIGTERM: EXIT_SIGTERM,
@@ -115,12 +117,14 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
             code=EXIT_USAGE,
         )
 
-    def rows() -> Iterator[Row | InvalidRow]:
-        items = guard(
+    def rows() -> Iterator[Item]:
+        # dedupe before unfinished: a resume must see the rows a run finished to know which
+        # later rows repeat them.
+        items = dedupe(guard(
             read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
                       default_op=job.input.op),
             job.safety.protected,
-        )
+        ))
         return unfinished(items, done) if done is not None else items
 
     cap = job.safety.max_changes if req.max_changes is None else req.max_changes

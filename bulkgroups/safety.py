@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from bulkgroups.ids import norm_id
-from bulkgroups.model import InvalidRow, Row
+from bulkgroups.model import InvalidRow, Item, Row
 
 
 def guard(
@@ -28,6 +28,6 @@ def guard(
             yield item
 
 
-def count_changes(items: Iterable[Row | InvalidRow]) -> int:
+def count_changes(items: Iterable[Item]) -> int:
     """Rows that would change something: every valid row counts one; streams, holds nothing."""
     return sum(1 for item in items if isinstance(item, Row))

@@ -230,6 +230,15 @@ def _read_back(f: IO[bytes], spans: Iterator[tuple[int, int]]) -> Iterator[bytes
 # -- output ---------------------------------------------------------------------------------
 
 
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def warn(message: str) -> None:
+    from bulkgroups.console import err
+
+    err.print(f"bulkgroups: warning: {message}", markup=False)
+
+
 class InputFileWriter:
     """Writes an input file (CSV with a header, or JSONL) to a temporary file beside the
     target and moves it into place whole at the end, so an interrupted write leaves no half
@@ -243,6 +252,8 @@ class InputFileWriter:
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self._f: IO[str] | None = None
         self._csv: Any = None
+        self.skipped = 0  # rows held back because a value would run as a spreadsheet formula
+        self.written = 0
 
     def __enter__(self) -> InputFileWriter:
         if not self.force and self.path.exists():
@@ -256,6 +267,13 @@ class InputFileWriter:
 
     def write(self, row: InputRow) -> None:
         assert self._f is not None
+        if any(v.startswith(_FORMULA_PREFIXES) for v in (row.op, row.group, row.member,
+                                                         row.to_group)):
+            # No valid id starts so; such a value came from a damaged results file and would
+            # run as a formula in a spreadsheet. Held back, and said so at the end.
+            self.skipped += 1
+            return
+        self.written += 1
         if self._csv is not None:
             self._csv.writerow((row.op, row.group, row.member, row.to_group))
             return
@@ -275,6 +293,9 @@ class InputFileWriter:
             self._f.close()
             if exc_type is None:
                 self._commit()
+                if self.skipped:
+                    warn(f"{self.skipped:,} rows held back from {self.path}: a value began "
+                         "with =, +, -, @ or a control character (no valid id does)")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
@@ -331,9 +352,7 @@ def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False) ->
 
 def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool) -> int:
     """Write `rows` as an input file; the number written."""
-    n = 0
     with InputFileWriter(path, fmt, force=force) as writer:
         for row in rows:
             writer.write(row)
-            n += 1
-    return n
+    return writer.written

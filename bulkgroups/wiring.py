@@ -12,13 +12,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bulkgroups.job import Job, load_credentials
+from bulkgroups.job import Credentials, Job, load_credentials
 from bulkgroups.limiter import Pacer
 from bulkgroups.model import TargetKind
 from bulkgroups.retry import RetryPolicy
 from bulkgroups.secret import Secret
-from bulkgroups.targets import auth_for, make_target
-from bulkgroups.targets.base import Target
+from bulkgroups.targets import Login, auth_for, make_target, sign_in_for
+from bulkgroups.targets.base import Auth, Target
+from bulkgroups.targets.running import POLL_LIMIT_FACTOR
 from bulkgroups.targets.transport import Transport
 
 
@@ -29,7 +30,9 @@ class Unsupported(Exception):
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     base_url: str
-    token: Secret
+    # A fixed token, or for a username_env/password_env job the sign-in itself: an Auth
+    # that signs in on first use, renews, and signs out when `endpoint_for` ends.
+    token: Secret | Auth
 
 
 def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
@@ -39,13 +42,35 @@ def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
 
 
 @contextlib.asynccontextmanager
+async def _credential(
+    job: Job, base_url: str, creds: Credentials, fallback: Secret | None
+) -> AsyncIterator[Secret | Auth]:
+    if creds.username is not None and creds.password is not None:
+        # No request yet: the first one signs in, so that a refusal stops the run like any
+        # refused credential (exit 3); leaving this block signs out.
+        async with sign_in_for(
+            job.target.kind,
+            base_url=base_url,
+            login=Login(creds.username, creds.password),
+            ssl=_ssl(job),
+            timeout_s=job.limits.timeout_s,
+        ) as signin:
+            yield signin
+        return
+    token = creds.token or fallback
+    if token is None:
+        raise Unsupported("the job names no credential")  # job.py makes this unreachable
+    yield token
+
+
+@contextlib.asynccontextmanager
 async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator[Endpoint]:
-    """The URL and token to use; for a sandbox job, starts the embedded emulator first."""
+    """The URL and credential to use; for a sandbox job, starts the embedded emulator first.
+    A sign-in ends (signs out) when this block does."""
     creds = load_credentials(job, environ=environ)
     if not job.target.sandbox:
-        if creds.token is None:
-            raise Unsupported("sign-in with username_env/password_env is not supported yet")
-        yield Endpoint(job.target.base_url, creds.token)
+        async with _credential(job, job.target.base_url, creds, None) as token:
+            yield Endpoint(job.target.base_url, token)
         return
     from bulkgroups.sandbox import Sandbox, make_state  # only sandbox jobs pay for it
 
@@ -56,7 +81,9 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
     )
     async with Sandbox(state) as sb:
         url = sb.base_url if job.target.kind is TargetKind.DOCSPACE else sb.adaxes_url
-        yield Endpoint(url, creds.token or _sandbox_token(job.target.kind, state))
+        fallback = _sandbox_token(job.target.kind, state)
+        async with _credential(job, url, creds, fallback) as token:
+            yield Endpoint(url, token)
 
 
 def _ssl(job: Job) -> ssl.SSLContext | bool:
@@ -84,7 +111,9 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
             timeout_s=limits.timeout_s,
         )
         yield make_target(job.target.kind, transport, precheck=limits.precheck,
-                          protected=job.safety.protected, batch_size=limits.batch_size)
+                          protected=job.safety.protected, batch_size=limits.batch_size,
+                          adm_wait_s=job.target.adm_wait_s,
+                          poll_limit_s=limits.timeout_s * POLL_LIMIT_FACTOR)
 
 
 # Rows a run may hold at once: with batching, enough to fill `concurrency` requests of

@@ -37,8 +37,12 @@ def write_job(
     limits: Mapping[str, Any] | None = None,
     safety: Mapping[str, Any] | None = None,
     name: str = "t",
+    signin: bool = False,
+    target: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A job file and its input in `folder`, pointed at the running sandbox."""
+    """A job file and its input in `folder`, pointed at the running sandbox. `signin`: the
+    credential is username_env + password_env (BG_TEST_USER, BG_TEST_PASSWORD: see
+    `signin_env`) instead of token_env; `target`: more [target] keys."""
     data = folder / f"input.{fmt}"
     if fmt == "csv":
         with open(data, "w", newline="", encoding="utf-8") as f:
@@ -48,9 +52,14 @@ def write_job(
     else:
         data.write_bytes(b"".join(orjson.dumps(dict(r)) + b"\n" for r in rows))
     base = sb.base_url if kind == "docspace" else sb.adaxes_url
+    credential = (
+        ['username_env = "BG_TEST_USER"', 'password_env = "BG_TEST_PASSWORD"'] if signin
+        else ['token_env = "BG_TEST_TOKEN"']
+    )
     lines = [
         "[job]", f'name = "{name}"', "[target]", f'kind = "{kind}"', f'base_url = "{base}"',
-        'token_env = "BG_TEST_TOKEN"', "[input]", f'path = "{data.name}"',
+        *credential, *(f"{k} = {_toml(v)}" for k, v in (target or {}).items()),
+        "[input]", f'path = "{data.name}"',
         "[output]", 'results = "results.jsonl"', "[limits]",
     ]
     # One request per row unless a test is about batching.
@@ -81,19 +90,25 @@ class Done:
     stderr: str
 
 
-def cli_env(token: str) -> dict[str, str]:
+def cli_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BG_")}
     env["BG_TEST_TOKEN"] = token
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
     return env
 
 
-async def start_cli(*args: str, token: str = DS_TOKEN, cwd: Path | None = None
-                    ) -> asyncio.subprocess.Process:
+def signin_env(username: str, password: str) -> dict[str, str]:
+    """The variables a `write_job(signin=True)` job reads its user name and password from."""
+    return {"BG_TEST_USER": username, "BG_TEST_PASSWORD": password}
+
+
+async def start_cli(*args: str, token: str = DS_TOKEN, cwd: Path | None = None,
+                    env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bulkgroups", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=cli_env(token), cwd=cwd,
+        env=cli_env(token, env), cwd=cwd,
     )
 
 
@@ -109,9 +124,10 @@ async def finish(proc: asyncio.subprocess.Process, *, timeout_s: float = 60) -> 
     return Done(proc.returncode, out.decode(), err.decode())
 
 
-async def run_cli(*args: str, token: str = DS_TOKEN, timeout_s: float = 60) -> Done:
+async def run_cli(*args: str, token: str = DS_TOKEN, timeout_s: float = 60,
+                  env: Mapping[str, str] | None = None) -> Done:
     """Run `bulkgroups ARGS` to the end while this loop keeps serving the sandbox."""
-    return await finish(await start_cli(*args, token=token), timeout_s=timeout_s)
+    return await finish(await start_cli(*args, token=token, env=env), timeout_s=timeout_s)
 
 
 def results_lines(path: Path) -> list[dict[str, Any]]:

@@ -146,5 +146,15 @@ class Sandbox:
         """Every token signed in so far is expired now (Adaxes sessions too if `sessions`)."""
         return self._core.expire_tokens(sessions=sessions)
 
+    def issued_tokens(self) -> dict[str, list[str]]:
+        """Every signed-in credential issued so far, by store: "docspace" and "adaxes" tokens,
+        "adaxes_sessions" ids (signed-out and expired ones too)."""
+        core = self._core
+        return {
+            "docspace": core.docspace_tokens.issued(),
+            "adaxes": core.adaxes_tokens.issued(),
+            "adaxes_sessions": core.adaxes_sessions.issued(),
+        }
+
     def clear_log(self) -> None:
         self._core.log.clear()

@@ -19,11 +19,13 @@ class TokenStore:
     def __init__(self, prefix: str = "") -> None:
         self._prefix = prefix
         self._deadline: dict[str, float] = {}
+        self._issued: list[str] = []  # kept after revoke, for `issued()`
 
     def issue(self, ttl_s: float) -> tuple[str, str]:
         """A new token and its expiry as ISO-8601 UTC."""
         token = self._prefix + secrets.token_urlsafe(32)
         self._deadline[token] = time.monotonic() + ttl_s
+        self._issued.append(token)
         return token, utc_in(ttl_s)
 
     def valid(self, token: str) -> bool:
@@ -36,6 +38,11 @@ class TokenStore:
             return None
         self._deadline[token] = time.monotonic() + ttl_s
         return utc_in(ttl_s)
+
+    def issued(self) -> list[str]:
+        """Every token issued so far, oldest first, valid or not (for tests that look for
+        leaks)."""
+        return list(self._issued)
 
     def revoke(self, token: str) -> bool:
         return self._deadline.pop(token, None) is not None

@@ -11,6 +11,11 @@ class AuthRefused(Exception):
     """The target refused the credentials or their scopes: the whole run stops (exit 3)."""
 
 
+class TlsRefused(AuthRefused):
+    """The target's certificate is not trusted: every request would fail alike, so the run
+    stops (exit 3) instead of failing row after row."""
+
+
 class Target(Protocol):
     async def apply(self, row: Row) -> Result:
         """Carry out one row; every outcome but a refused credential is a Result."""

@@ -114,8 +114,10 @@ class DocSpaceTarget:
         return reply, None if ids is None else {_key(i) for i in ids}
 
     async def _send_members(self, method: str, group: str, members: list[str]) -> Reply:
+        # A removal's answer (the group's remaining members, possibly thousands) is never
+        # read; an add's is, to see who joined.
         return await self._t.send(method, _GROUP + _seg(group) + "/members",
-                                  json={"members": members})
+                                  json={"members": members}, decode=method != "DELETE")
 
     async def _change(self, method: str, group: str, member: str, trace: Trace) -> Reply:
         if self._batcher is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from bulkgroups.model import Result, Status
@@ -92,30 +92,54 @@ class MemberCache(Generic[M]):
     """`get(group)` reads a group on first use; later calls get the same (live) object, which
     the adapter updates in place after each change it makes."""
 
-    __slots__ = ("_key", "_known", "_load", "_locks")
+    __slots__ = ("_key", "_known", "_load", "_reading")
 
     def __init__(self, load: Loader[M], *, key: Callable[[str], str]) -> None:
         self._load = load
         self._key = key
         self._known: dict[str, tuple[Reply, M | None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One read a group at a time; the rows that wait share its future, so they all wake
+        # in the same loop turn (a lock would wake them one a turn and split their batches).
+        self._reading: dict[str, asyncio.Future[tuple[Reply, M | None]]] = {}
 
     async def get(self, group: str, trace: Trace) -> Lookup[M]:
         key = self._key(group)
         known = self._known.get(key)
-        if known is None:
-            lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
-                known = self._known.get(key)
-                if known is None:
-                    reply, members = await self._load(group)
-                    trace.see(reply)
-                    # A transient failure is not remembered: the next row reads again.
-                    if members is not None or is_final_refusal(reply):
-                        self._known[key] = (reply, members)
-                    return Lookup(members, reply, own=True)
-        reply, members = known
-        return Lookup(members, reply, own=False)
+        if known is not None:
+            return Lookup(known[1], known[0], own=False)
+        pending = self._reading.get(key)
+        if pending is not None:
+            try:
+                reply, members = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and task is not None and not task.cancelling():
+                    return await self.get(group, trace)  # the reader was stopped, not this row
+                raise
+            return Lookup(members, reply, own=False)
+        future: asyncio.Future[tuple[Reply, M | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._reading[key] = future
+        try:
+            reply, members = await self._load(group)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # the waiters, if any, see it; nobody else need
+            raise
+        finally:
+            del self._reading[key]
+        trace.see(reply)
+        # The decoded body of a group can be large and is not needed once parsed.
+        kept = replace(reply, body=None) if members is not None else reply
+        # A transient failure is not remembered: the next row reads again.
+        if members is not None or is_final_refusal(reply):
+            self._known[key] = (kept, members)
+        future.set_result((kept, members))
+        return Lookup(members, reply, own=True)
 
     def peek(self, group: str) -> M | None:
         """The members as last known, without reading; None when never read or unreadable."""

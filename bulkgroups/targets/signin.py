@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import orjson
@@ -99,7 +99,7 @@ def seconds_left(expires: object, *, now: datetime | None = None) -> float | Non
 
 def _describe(exc: BaseException, timeout_s: float) -> str:
     # Only the kind of failure: aiohttp's texts can carry the URL, and with it a token.
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return f"no answer within {timeout_s:g} s"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server closed the connection without answering"
@@ -132,7 +132,7 @@ def server_words(body: Any) -> str:
     inner = body.get("innerError")
     left = inner.get("attemptsLeft") if isinstance(inner, dict) else None
     if isinstance(left, int) and not isinstance(left, bool):
-        parts.append(f"(attempts left before the server slows sign-ins: {left})")
+        parts.append(f"(attempts left: {left})")
     return " ".join(parts) or "no message"
 
 
@@ -178,7 +178,7 @@ class SignIn:
 
     # -- lifetime ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> SignIn:
+    async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(limit=4, ssl=self._ssl)
         self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         # As in the transport: no hidden resend by aiohttp; the retries here are counted.
@@ -311,7 +311,7 @@ class SignIn:
         return AuthRefused(
             self._scrub(
                 f"{self.api} refused the sign-in (HTTP {status}): {server_words(body)}; "
-                "not retried, since the server slows repeated failures"
+                "not tried again: the server slows down repeated failed sign-ins"
             )
         )
 
@@ -345,7 +345,7 @@ class SignIn:
                     status = resp.status
                     raw = await resp.read()
                     after = parse_retry_after(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 last = _describe(exc, wait_s)
                 continue
             if status in _RETRY_STATUSES:

@@ -14,7 +14,7 @@ import orjson
 from bulkgroups.limiter import Pacer
 from bulkgroups.quota import parse_quota
 from bulkgroups.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
-from bulkgroups.targets.base import Auth, AuthRefused
+from bulkgroups.targets.base import Auth, AuthRefused, TlsRefused
 
 # What a request can raise that is worth sending again: the connection, not the request.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -98,9 +98,11 @@ class Transport:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        decode: bool = True,
     ) -> Reply:
         """Send until answered for good or retries run out; raises AuthRefused on 401 (no
-        renewal possible) or on a 403 before any request succeeded."""
+        renewal possible) or on a 403 before any request succeeded. `decode=False` leaves a
+        2xx body undecoded (error bodies are always read, for their message)."""
         url = self._base + path
         attempts = 0
         renewed = False
@@ -129,10 +131,17 @@ class Transport:
                             self._pacer.limited()
                         elif status < 500:
                             self._pacer.answered(parse_quota(resp.headers))
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise TlsRefused(
+                    f"the TLS certificate of {exc.host} is not trusted "
+                    f"({type(exc.certificate_error).__name__}): if it is signed by a private "
+                    "CA, name that CA's certificate in [target] ca_file"
+                ) from None
             except RETRYABLE_ERRORS as exc:
                 error = _describe(exc, self._timeout_s)
             else:
-                body = _decode(raw)
+                if decode or not 200 <= status < 300:
+                    body = _decode(raw)
             if status is not None and 200 <= status < 300:
                 self.answered = True
                 return Reply(status, body, attempts)
