@@ -29,6 +29,9 @@ from typing import Any
 
 import orjson
 
+from bulkgroups.sandbox.log import max_in_window as max_in_window  # for the scripts
+from bulkgroups.sandbox.log import max_overlap as max_overlap
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
 PYTHON = str(VENV / "python") if (VENV / "python").exists() else sys.executable
@@ -433,25 +436,6 @@ def summarize_results(path: Path, *, until: float | None = None) -> ResultsSumma
 # --- log analysis -----------------------------------------------------------------------------
 
 
-def max_in_window(starts: Sequence[float], window_s: float) -> int:
-    """The most request starts in any window of `window_s` seconds."""
-    ordered = sorted(starts)
-    best, lo = 0, 0
-    for hi, t in enumerate(ordered):
-        while t - ordered[lo] >= window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
-def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
-    pairs = list(spans)
-    events = sorted([(s, 1) for s, _ in pairs] + [(e, -1) for _, e in pairs])
-    best = cur = 0
-    for _, delta in events:
-        cur += delta
-        best = max(best, cur)
-    return best
 
 
 # --- reporting --------------------------------------------------------------------------------

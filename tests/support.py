@@ -7,7 +7,7 @@ import asyncio
 import csv
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,26 +146,6 @@ def last_outcomes(path: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
-def max_in_window(starts: Sequence[float], window_s: float) -> int:
-    """The most request starts that fall in any window of `window_s` seconds."""
-    ordered = sorted(starts)
-    best, lo = 0, 0
-    for hi, t in enumerate(ordered):
-        while t - ordered[lo] >= window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
-def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
-    """The most requests in flight at once, from (start, end) pairs."""
-    pairs = list(spans)
-    events = sorted([(s, 1) for s, _ in pairs] + [(e, -1) for _, e in pairs])
-    best = cur = 0
-    for _, delta in events:
-        cur += delta
-        best = max(best, cur)
-    return best
 
 
 def fast_transport(

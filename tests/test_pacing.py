@@ -11,7 +11,8 @@ import pytest
 from bulkgroups.limiter import Pacer
 from bulkgroups.quota import Quota, parse_quota
 from bulkgroups.sandbox import Limits, Sandbox, SandboxConfig, make_state
-from tests.support import last_outcomes, max_in_window, run_cli, write_job
+from bulkgroups.sandbox.log import max_in_window
+from tests.support import last_outcomes, run_cli, write_job
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
+from bulkgroups.sandbox.log import max_in_window, max_overlap
 from tests.support import (
     AX_TOKEN,
     DS_TOKEN,
     last_outcomes,
-    max_in_window,
-    max_overlap,
     results_lines,
     run_cli,
     write_job,

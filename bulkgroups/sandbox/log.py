@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,3 +56,25 @@ class LogEntry:
             writes_in_flight=int(data["writes_in_flight"]),
             token=str(data["token"]),
         )
+
+
+def max_in_window(starts: Sequence[float], window_s: float) -> int:
+    """The most request starts that fall in any window of `window_s` seconds (half-open)."""
+    ordered = sorted(starts)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
+    """The most requests in flight at once, from (start, end) pairs."""
+    pairs = list(spans)
+    events = sorted([(s, 1) for s, _ in pairs] + [(e, -1) for _, e in pairs])
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best
