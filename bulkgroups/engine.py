@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bulkgroups.model import Item, Outcome, Result, Row, SkippedRow, Status
+from bulkgroups.model import Item, Outcome, Result, Row, Status
 from bulkgroups.stats import Tally
 from bulkgroups.targets.base import AuthRefused, Target, TlsRefused
 
@@ -103,10 +103,8 @@ class Pipeline:
             for n, item in enumerate(rows):
                 if isinstance(item, Row):
                     await self._work.put(item)
-                elif isinstance(item, SkippedRow):
-                    await self._out.put(Outcome.skipped(item, finished_at=now_iso()))
                 else:
-                    await self._out.put(Outcome.invalid(item, finished_at=now_iso()))
+                    await self._out.put(Outcome.settled(item, finished_at=now_iso()))
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
         except Exception as exc:  # a reader bug must not leave workers waiting forever

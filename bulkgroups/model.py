@@ -145,39 +145,21 @@ class Outcome:
         )
 
     @classmethod
-    def invalid(cls, bad: InvalidRow, *, finished_at: str) -> Outcome:
-        return cls(
-            row=bad.row,
-            line=bad.line,
-            key=bad.key,
-            op=bad.op,
-            group=bad.group,
-            member=bad.member,
-            to_group=bad.to_group,
-            status=Status.INVALID,
-            http_status=None,
-            attempts=0,
-            error=bad.reason,
-            elapsed_ms=0.0,
-            finished_at=finished_at,
-        )
-
-    @classmethod
-    def skipped(cls, skip: SkippedRow, *, finished_at: str) -> Outcome:
-        """The outcome of a row settled without a request: `attempts` 0, the reason in
+    def settled(cls, item: InvalidRow | SkippedRow, *, finished_at: str) -> Outcome:
+        """The outcome of a row decided without a request: `attempts` 0, the reason in
         `error` (the one free-text field a results line has)."""
         return cls(
-            row=skip.row,
-            line=skip.line,
-            key=skip.key,
-            op=skip.op.value,
-            group=skip.group,
-            member=skip.member,
-            to_group=skip.to_group,
-            status=skip.status,
+            row=item.row,
+            line=item.line,
+            key=item.key,
+            op=str(item.op),
+            group=item.group,
+            member=item.member,
+            to_group=item.to_group,
+            status=Status.INVALID if isinstance(item, InvalidRow) else item.status,
             http_status=None,
             attempts=0,
-            error=skip.reason,
+            error=item.reason,
             elapsed_ms=0.0,
             finished_at=finished_at,
         )
