@@ -36,7 +36,6 @@ from bulkgroups.schedule import (
     timer_text,
 )
 from bulkgroups.targets.base import AuthRefused
-from bulkgroups.wiring import Unsupported
 
 EXIT_USAGE, EXIT_REFUSED = 2, 3
 JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
@@ -242,7 +241,7 @@ def plan_command(job_file: Path, as_json: bool) -> None:
     job = _load(job_file)
     try:
         plan = asyncio.run(make_plan(job, environ=os.environ))
-    except (JobError, InputError, Unsupported) as exc:
+    except (JobError, InputError) as exc:
         _fail(str(exc))
     except AuthRefused as exc:
         _fail(str(exc), EXIT_REFUSED)

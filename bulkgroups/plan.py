@@ -445,7 +445,7 @@ def _noting_groups(
 
 async def make_plan(job: Job, *, environ: Mapping[str, str]) -> Plan:
     """Read the input twice (once for the groups, once to classify) and every group once.
-    Raises JobError, InputError, Unsupported, or AuthRefused when the credentials are
+    Raises JobError, InputError, or AuthRefused when the credentials are
     refused; sends nothing but GETs."""
     kind = job.target.kind
     groups: dict[str, str] = {}

@@ -52,9 +52,6 @@ class ResultsWriter:
             written = os.write(self._fd, view)
             view = view[written:]
 
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
     def close(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(OSError):

@@ -23,7 +23,7 @@ from bulkgroups.resume import FinishedRows, unfinished
 from bulkgroups.retention import prune
 from bulkgroups.rows import read_rows
 from bulkgroups.safety import count_changes, guard
-from bulkgroups.wiring import Unsupported, connect, endpoint_for, worker_count
+from bulkgroups.wiring import connect, endpoint_for, worker_count
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -100,8 +100,6 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
             return await _run_locked(job, req, os.environ if environ is None else environ)
     except Locked as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
-    except Unsupported as exc:
-        raise RunRefused(str(exc), code=EXIT_USAGE) from None
 
 
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
@@ -110,6 +108,10 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     if req.resume:
         _check_resumable(job, req, prior)
         done = FinishedRows.from_results(req.results)
+        if done.torn and not req.quiet:
+            console.err.print(
+                f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
+                "cut short by a crash); their rows are sent again", markup=False)
     elif req.results.exists() and req.results.stat().st_size > 0:
         raise RunRefused(
             f"{req.results} already holds results: finish it with "

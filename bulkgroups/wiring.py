@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bulkgroups.job import Credentials, Job, load_credentials
+from bulkgroups.job import Credentials, Job, JobError, load_credentials
 from bulkgroups.limiter import Pacer
 from bulkgroups.model import TargetKind
 from bulkgroups.retry import RetryPolicy
@@ -21,10 +21,6 @@ from bulkgroups.targets import Login, auth_for, make_target, sign_in_for
 from bulkgroups.targets.base import Auth, Target
 from bulkgroups.targets.running import POLL_LIMIT_FACTOR
 from bulkgroups.targets.transport import Transport
-
-
-class Unsupported(Exception):
-    """The job asks for something this version cannot do yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +55,9 @@ async def _credential(
         return
     token = creds.token or fallback
     if token is None:
-        raise Unsupported("the job names no credential")  # job.py makes this unreachable
+        # load_job requires a credential source for any job that is not a sandbox one.
+        raise JobError(job.path, "[target]", "names no credential (token_env, token_file, "
+                       "or username_env with password_env)")
     yield token
 
 

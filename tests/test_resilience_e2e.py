@@ -207,3 +207,23 @@ async def test_overlapping_runs_of_a_nightly_job_are_refused(tmp_path: Path) -> 
         first.send_signal(signal.SIGTERM)
         assert (await finish(first)).code == 143
     assert len(list((tmp_path / "nightly").glob("t-*.jsonl"))) == 1
+
+
+async def test_resume_skips_a_torn_last_line_and_says_so(tmp_path: Path) -> None:
+    """A results file whose last line was cut short by a crash resumes: the torn line is
+    skipped and reported, its row is sent again, and every row ends with one final outcome."""
+    async with Sandbox(make_state()) as sb:
+        g0 = next(iter(groups_of(sb)))
+        members = sorted(groups_of(sb)[g0])
+        rows = [{"op": "remove", "group": g0, "member": m} for m in members[:6]]
+        job = write_job(tmp_path, sb, rows=rows)
+        assert (await run_cli("run", str(job), "--quiet")).code == 0
+        results = tmp_path / "results.jsonl"
+        lines = results.read_bytes().splitlines(keepends=True)
+        results.write_bytes(b"".join(lines[:-1]) + lines[-1][:25])  # the crash mid-write
+        done = await run_cli("resume", str(results))
+        assert done.code == 0, done.stderr
+        assert "1 unreadable line(s)" in done.stderr
+    outcomes = last_outcomes(results)
+    assert sorted(outcomes) == list(range(1, 7))
+    assert {o["status"] for o in outcomes.values()} <= {"ok", "noop"}
