@@ -89,8 +89,9 @@ def run(job_file: Path, dry_run: bool, results: Path | None, resume: bool, rate:
     """Run the job: every row of its input, one outcome line per row in the results file.
 
     Exits 0 when every row ended ok, noop or pending, 1 when some failed or were invalid,
-    2 on a job-file error, 3 when refused or aborted (credentials, max_changes, failure ratio,
-    another run holding the lock), 130/143 when interrupted (resume finishes the rest).
+    2 on a job-file error, 3 when refused or aborted (credentials, an untrusted TLS
+    certificate, max_changes, failure ratio, another run holding the lock), 130/143 when
+    interrupted (resume finishes the rest).
     """
     job = _load(job_file, rate=rate, concurrency=concurrency)
     if dry_run:
@@ -144,7 +145,8 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
         )
     except InputError as exc:
         _fail(str(exc), EXIT_USAGE)
-    console.print_survey(found, kind=job.target.kind, source=job.input.path, dry_run=dry_run)
+    console.print_survey(found, kind=job.target.kind, source=job.input.path, dry_run=dry_run,
+                         batch_size=job.limits.batch_size)
     sys.exit(EXIT_ROWS if found.invalid else 0)
 
 

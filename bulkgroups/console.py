@@ -123,7 +123,9 @@ def print_summary(
         out.print(f"to finish the remaining rows: {resume_hint}", markup=False)
 
 
-def print_survey(s: Survey, *, kind: TargetKind, source: Path, dry_run: bool) -> None:
+def print_survey(
+    s: Survey, *, kind: TargetKind, source: Path, dry_run: bool, batch_size: int = 1
+) -> None:
     out.print(f"input: {source}", markup=False)
     out.print(f"rows: {s.rows:,} ({s.valid:,} valid, {s.invalid:,} invalid)")
     for op, n in sorted(s.by_op.items()):
@@ -132,10 +134,17 @@ def print_survey(s: Survey, *, kind: TargetKind, source: Path, dry_run: bool) ->
         out.print(f"groups touched: {len(s.by_group):,}")
         for group, n in s.by_group.most_common(10):
             out.print(f"  {group}: {n:,} rows", markup=False)
-        out.print(
-            f"would send at least {s.requests(kind):,} change requests to {kind.value} "
-            "(dry run: nothing sent)"
-        )
+        changes = s.member_changes()
+        if kind is TargetKind.DOCSPACE and batch_size > 1:
+            out.print(
+                f"would send at least {changes:,} member changes to {kind.value}, in list "
+                f"requests of up to {batch_size} members (dry run: nothing sent)"
+            )
+        else:
+            out.print(
+                f"would send at least {changes:,} change requests to {kind.value} "
+                "(dry run: nothing sent)"
+            )
     if s.listed_invalid:
         out.print("invalid rows:")
         for bad in s.listed_invalid:

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bulkgroups.model import InvalidRow, Op, Row, TargetKind
+from bulkgroups.model import InvalidRow, Op, Row
 
 # Listing every bad row of a million-row file helps nobody and costs memory.
 MAX_LISTED_INVALID = 200
@@ -24,9 +24,9 @@ class Survey:
     def valid(self) -> int:
         return self.rows - self.invalid
 
-    def requests(self, kind: TargetKind) -> int:
-        """Change requests the valid rows need at least (an Adaxes move_all needs two a member,
-        unknown until the group is read, so it counts one)."""
+    def member_changes(self) -> int:
+        """Member changes the valid rows ask for at least: a move is two (add, then remove); a
+        move_all counts one, its members being unknown until the group is read."""
         per_op = {Op.REMOVE: 1, Op.ADD: 1, Op.MOVE: 2, Op.MOVE_ALL: 1}
         return sum(per_op[Op(op)] * n for op, n in self.by_op.items())
 
