@@ -29,15 +29,6 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-def count_records(path: Path) -> int:
-    """Lines in the file, as a cheap estimate of the rows to come (for the ETA only)."""
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            n += chunk.count(b"\n")
-    return n
-
-
 class LiveProgress:
     """Rows done of total, by status, rate and ETA; redrawn at most a few times a second."""
 

@@ -21,7 +21,7 @@ from bulkgroups.model import Item, Status
 from bulkgroups.results import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.resume import FinishedRows, unfinished
 from bulkgroups.retention import prune
-from bulkgroups.rows import read_rows
+from bulkgroups.rows import count_lines, read_rows
 from bulkgroups.safety import count_changes, guard
 from bulkgroups.wiring import connect, endpoint_for, worker_count
 
@@ -130,7 +130,10 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         return unfinished(items, done) if done is not None else items
 
     cap = job.safety.max_changes if req.max_changes is None else req.max_changes
-    if not req.yes and (changes := count_changes(rows())) > cap:
+    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
+    # and then the rows need not be parsed an extra time before the run.
+    over_possible = not req.yes and count_lines(job.input.path) + 1 > cap
+    if over_possible and (changes := count_changes(rows())) > cap:
         raise RunRefused(
             f"the input holds {changes:,} rows that would change something, over the "
             f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
@@ -158,7 +161,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     try:
         async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
             show = not req.quiet
-            total = console.count_records(job.input.path) if show and console.is_tty() else None
+            total = count_lines(job.input.path) if show and console.is_tty() else None
             with console.LiveProgress(total=total, enabled=show) as progress:
                 pipeline = Pipeline(
                     target=target,
