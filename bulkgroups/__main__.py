@@ -1,3 +1,3 @@
-from bulkgroups.cli import main
+from bulkgroups.cli.main import main
 
 main()

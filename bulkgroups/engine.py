@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from bulkgroups.http.auth import AuthRefused, TlsRefused
 from bulkgroups.model import Item, Outcome, Result, Row, Status
-from bulkgroups.stats import Tally
-from bulkgroups.targets.base import AuthRefused, Target, TlsRefused
+from bulkgroups.results.stats import Tally
+from bulkgroups.targets.base import Target
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
-from bulkgroups.ids import id_problem, norm_id
+from bulkgroups.identity import id_problem, norm_id
 from bulkgroups.model import Op, TargetKind
-from bulkgroups.rows import detect_format
+from bulkgroups.rows.readers import detect_format
 from bulkgroups.secret import Secret
 
 _DEFAULT_RESULTS = "results/{job}-{date}-{time}.jsonl"

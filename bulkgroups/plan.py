@@ -21,20 +21,20 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from bulkgroups.ids import norm_id
+from bulkgroups.http.auth import auth_for
+from bulkgroups.http.pacer import Pacer
+from bulkgroups.http.policy import RetryPolicy
+from bulkgroups.http.transport import Transport
+from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.limiter import Pacer
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
-from bulkgroups.retry import RetryPolicy
-from bulkgroups.rows import read_rows
-from bulkgroups.safety import count_changes, guard
-from bulkgroups.targets import auth_for
+from bulkgroups.rows.guard import count_changes, guard
+from bulkgroups.rows.readers import read_rows
 from bulkgroups.targets.adaxes import Members as AdaxesMembers
+from bulkgroups.targets.connect import Endpoint, endpoint_for
 from bulkgroups.targets.dn import ident
 from bulkgroups.targets.docspace import member_ids
-from bulkgroups.targets.membership import reason
-from bulkgroups.targets.transport import Transport
-from bulkgroups.wiring import Endpoint, endpoint_for
+from bulkgroups.targets.members import reason
 
 Verdict = Literal["change", "already", "fail", "invalid"]
 Key = tuple[str, str]  # (kind of identifier, comparison key)

@@ -12,18 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bulkgroups import __version__, console
-from bulkgroups.dedupe import dedupe
+from bulkgroups import __version__
+from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.job import Job
-from bulkgroups.lock import Locked, run_lock
 from bulkgroups.model import Item, Status
-from bulkgroups.results import Fingerprint, ResultsWriter, read_meta, write_meta
-from bulkgroups.resume import FinishedRows, unfinished
-from bulkgroups.retention import prune
-from bulkgroups.rows import count_lines, read_rows
-from bulkgroups.safety import count_changes, guard
-from bulkgroups.wiring import connect, endpoint_for, worker_count
+from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
+from bulkgroups.results.lock import Locked, run_lock
+from bulkgroups.results.resume import FinishedRows, unfinished
+from bulkgroups.results.retention import prune
+from bulkgroups.rows.dedupe import dedupe
+from bulkgroups.rows.guard import count_changes, guard
+from bulkgroups.rows.readers import count_lines, read_rows
+from bulkgroups.targets.connect import connect, endpoint_for, worker_count
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143

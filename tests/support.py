@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bulkgroups.limiter import Pacer
+from bulkgroups.http.auth import auth_for
+from bulkgroups.http.pacer import Pacer
+from bulkgroups.http.policy import RetryPolicy
+from bulkgroups.http.transport import Transport
 from bulkgroups.model import TargetKind
-from bulkgroups.retry import RetryPolicy
 from bulkgroups.sandbox import Sandbox
 from bulkgroups.secret import Secret
-from bulkgroups.targets import auth_for
-from bulkgroups.targets.transport import Transport
 
 DS_TOKEN = "sk-test-key"
 AX_TOKEN = "adm-test-token"

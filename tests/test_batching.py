@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bulkgroups.http.transport import Reply
 from bulkgroups.sandbox import Sandbox, make_state
 from bulkgroups.targets.batcher import Batcher
-from bulkgroups.targets.transport import Reply
 from tests.support import last_outcomes, run_cli, write_job
 
 

@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from bulkgroups.cli import cli
+from bulkgroups.cli.main import cli
 
 DESIGN_COMMANDS = {"run", "resume", "validate", "plan", "undo", "report", "schedule", "sandbox"}
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulkgroups.dedupe import MAX_ROW, FirstSeen, dedupe
 from bulkgroups.engine import Pipeline
-from bulkgroups.ids import norm_id
+from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Outcome, Result, Row, SkippedRow, Status
+from bulkgroups.rows.dedupe import MAX_ROW, FirstSeen, dedupe
 from bulkgroups.sandbox import Sandbox, make_state
 from tests.support import last_outcomes, run_cli, write_job
 
@@ -188,7 +188,7 @@ def test_rows_past_32_bits_are_named_less_exactly() -> None:
 
 _CHILD = """
 import resource, sys, time
-from bulkgroups.dedupe import dedupe
+from bulkgroups.rows.dedupe import dedupe
 from bulkgroups.model import Op, Row
 
 A = "0f8fad5b-d9cb-469f-a165-70867728950e"

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Iterator
 
 from bulkgroups.engine import Pipeline, StopReason
+from bulkgroups.http.auth import AuthRefused
 from bulkgroups.model import InvalidRow, Op, Outcome, Result, Row, Status
-from bulkgroups.targets.base import AuthRefused
 
 
 def make_rows(n: int, *, bad_every: int = 0) -> Iterator[Row | InvalidRow]:

@@ -26,10 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkgroups.dedupe import dedupe
-from bulkgroups.ids import id_problem
+from bulkgroups.identity import id_problem
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
-from bulkgroups.rows import Format, InputError, read_rows
+from bulkgroups.rows.dedupe import dedupe
+from bulkgroups.rows.readers import Format, InputError, read_rows
 from bulkgroups.sandbox import Sandbox, make_state
 from tests.support import last_outcomes, results_lines, run_cli
 

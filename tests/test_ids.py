@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bulkgroups.ids import id_check, id_problem, is_adaxes_id, is_uuid, norm_id
+from bulkgroups.identity import id_check, id_problem, is_adaxes_id, is_uuid, norm_id
 from bulkgroups.model import TargetKind
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"

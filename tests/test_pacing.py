@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bulkgroups.limiter import Pacer
-from bulkgroups.quota import Quota, parse_quota
+from bulkgroups.http.pacer import Pacer
+from bulkgroups.http.quota import Quota, parse_quota
 from bulkgroups.sandbox import Limits, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.log import max_in_window
 from tests.support import last_outcomes, run_cli, write_job

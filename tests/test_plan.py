@@ -210,8 +210,8 @@ def test_nothing_to_fail_exits_0() -> None:
 
 # --- against the sandbox -------------------------------------------------------------------
 
-# Until `plan` is registered in bulkgroups.cli, register it for the subprocess here.
-_CLI = ("from bulkgroups.cli import cli; from bulkgroups.cli_schedule import plan_command; "
+# Until `plan` is registered in bulkgroups.cli.main, register it for the subprocess here.
+_CLI = ("from bulkgroups.cli.main import cli; from bulkgroups.cli.schedule import plan_command; "
         "cli.add_command(plan_command, 'plan'); cli(prog_name='bulkgroups')")
 
 

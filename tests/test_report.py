@@ -13,11 +13,11 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from bulkgroups.cli_report import report_command, undo_command
+from bulkgroups.cli.report import report_command, undo_command
 from bulkgroups.model import Row, TargetKind
-from bulkgroups.report import MAX_EXAMPLE_ROWS, MAX_MESSAGES, OTHER_ERRORS, scan_results
-from bulkgroups.results import read_meta
-from bulkgroups.rows import read_rows
+from bulkgroups.results.file import read_meta
+from bulkgroups.results.report import MAX_EXAMPLE_ROWS, MAX_MESSAGES, OTHER_ERRORS, scan_results
+from bulkgroups.rows.readers import read_rows
 
 DATA = Path(__file__).parent / "data" / "reports"
 G1 = "3f1c2a9e-8b1d-4c5e-9a7f-1b2c3d4e5f60"

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 
 from bulkgroups.model import Outcome, Status
-from bulkgroups.results import ResultsWriter, meta_path, read_meta, write_meta
-from bulkgroups.stats import LatencyHistogram
+from bulkgroups.results.file import ResultsWriter, meta_path, read_meta, write_meta
+from bulkgroups.results.stats import LatencyHistogram
 
 
 def outcome(row: int, status: Status = Status.OK) -> Outcome:

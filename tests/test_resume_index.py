@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkgroups.ids import norm_id
-from bulkgroups.lock import Locked, lock_path, run_lock
+from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Outcome, Row, Status
-from bulkgroups.resume import FinishedRows, unfinished
-from bulkgroups.safety import count_changes, guard
+from bulkgroups.results.lock import Locked, lock_path, run_lock
+from bulkgroups.results.resume import FinishedRows, unfinished
+from bulkgroups.rows.guard import count_changes, guard
 
 
 def line(row: int, status: str) -> bytes:
@@ -71,7 +71,7 @@ def test_second_holder_is_refused_with_the_pid(tmp_path: Path) -> None:
     """While one process holds the lock, another is refused with a message naming the pid."""
     results = tmp_path / "r.jsonl"
     code = (
-        "import sys,time; from pathlib import Path; from bulkgroups.lock import run_lock\n"
+        "import sys,time; from pathlib import Path; from bulkgroups.results.lock import run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n"
         "    print('held', flush=True); sys.stdin.read()\n"
     )

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bulkgroups.job import Job, load_job, results_path
-from bulkgroups.lock import lock_path, run_lock
-from bulkgroups.results import meta_path
-from bulkgroups.retention import latest_results, prune, results_files
+from bulkgroups.results.file import meta_path
+from bulkgroups.results.lock import lock_path, run_lock
+from bulkgroups.results.retention import latest_results, prune, results_files
 
 
 def _job(folder: Path, results: str, *, name: str = "nightly", keep: int | None = 3) -> Job:

@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from bulkgroups.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from bulkgroups.http.policy import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 
 def test_retryable_set_is_explicit() -> None:

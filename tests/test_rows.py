@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkgroups.csvrows import MAX_RECORD_LINES
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
-from bulkgroups.rows import Format, InputError, detect_format, read_rows
+from bulkgroups.rows.csvreader import MAX_RECORD_LINES
+from bulkgroups.rows.readers import Format, InputError, detect_format, read_rows
 
 DATA = Path(__file__).parent / "data"
 DOCSPACE = TargetKind.DOCSPACE
@@ -577,7 +577,7 @@ _CHILD = """
 import resource, sys, time
 from pathlib import Path
 from bulkgroups.model import TargetKind
-from bulkgroups.rows import read_rows
+from bulkgroups.rows.readers import read_rows
 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()

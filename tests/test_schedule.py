@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from bulkgroups.cli_schedule import schedule_command
-from bulkgroups.schedule import (
+from bulkgroups.cli.schedule import schedule_command
+from bulkgroups.schedule.units import (
     CronError,
     Schedule,
     SpanError,

@@ -24,7 +24,7 @@ from bulkgroups.job import Credentials, JobError, load_credentials, load_job
 from bulkgroups.model import Op, Row, Status, TargetKind
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.secret import Secret
-from bulkgroups.targets import make_target
+from bulkgroups.targets.connect import make_target
 from tests.support import Done, cli_env, fast_transport, finish, last_outcomes, write_job
 
 # Distinctive enough that any 12 characters of it in an output can only be a leak.

@@ -16,11 +16,12 @@ import aiohttp
 import orjson
 import pytest
 
+from bulkgroups.http.auth import AuthRefused
+from bulkgroups.http.signin import RENEW_AGAIN_S, AdaxesSignIn, DocSpaceSignIn, Login, seconds_left
 from bulkgroups.model import Op, Row, Status, TargetKind
 from bulkgroups.sandbox import Limits, Sandbox, SandboxConfig, make_state
 from bulkgroups.secret import Secret
-from bulkgroups.targets import AdaxesSignIn, AuthRefused, DocSpaceSignIn, Login, make_target
-from bulkgroups.targets.signin import RENEW_AGAIN_S, seconds_left
+from bulkgroups.targets.connect import make_target
 from tests.support import (
     fast_transport,
     finish,

@@ -11,12 +11,14 @@ from urllib.parse import parse_qs
 import aiohttp
 import pytest
 
+from bulkgroups.http.auth import auth_for
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
 from bulkgroups.secret import Secret
-from bulkgroups.targets import AdaxesTarget, Target, auth_for, make_target
-from bulkgroups.targets.adaxes import Members
+from bulkgroups.targets.adaxes import AdaxesTarget, Members
+from bulkgroups.targets.base import Target
+from bulkgroups.targets.connect import make_target
 from bulkgroups.targets.dn import IdKind, guid_key, ident, normalize_dn
 from tests.support import fast_transport
 

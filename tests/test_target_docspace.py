@@ -9,11 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bulkgroups.http.auth import auth_for
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
 from bulkgroups.secret import Secret
-from bulkgroups.targets import DocSpaceTarget, Target, auth_for, make_target
+from bulkgroups.targets.base import Target
+from bulkgroups.targets.connect import make_target
+from bulkgroups.targets.docspace import DocSpaceTarget
 from tests.support import fast_transport as transport
 
 UNKNOWN = "00000000-0000-4000-8000-0000000000ff"

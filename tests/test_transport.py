@@ -9,13 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bulkgroups.limiter import Pacer
+from bulkgroups.http.auth import AuthRefused, auth_for
+from bulkgroups.http.pacer import Pacer
+from bulkgroups.http.policy import RetryPolicy
+from bulkgroups.http.transport import Transport
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
-from bulkgroups.retry import RetryPolicy
 from bulkgroups.sandbox import Faults, Limits, Sandbox, SandboxConfig, make_state
 from bulkgroups.secret import Secret
-from bulkgroups.targets import AuthRefused, auth_for, make_target
-from bulkgroups.targets.transport import Transport
+from bulkgroups.targets.connect import make_target
 from tests.support import fast_transport as transport
 
 StartSandbox = Callable[..., Awaitable[Sandbox]]

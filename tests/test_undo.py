@@ -14,11 +14,11 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from bulkgroups.cli_report import report_command, undo_command
+from bulkgroups.cli.report import report_command, undo_command
 from bulkgroups.model import Row, TargetKind
-from bulkgroups.rows import Format, read_rows
+from bulkgroups.results.undo import InputRow, Trust, reverse, trust_of, write_undo
+from bulkgroups.rows.readers import Format, read_rows
 from bulkgroups.sandbox import Sandbox, make_state
-from bulkgroups.undo import InputRow, Trust, reverse, trust_of, write_undo
 from tests.support import AX_TOKEN, DS_TOKEN, Done, last_outcomes, run_cli, write_job
 
 DATA = Path(__file__).parent / "data" / "reports"

@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bulkgroups.ids import norm_id
+from bulkgroups.http.transport import Reply, Transport, message_of
+from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.targets.dn import Ident, IdKind, guid_key, ident, normalize_dn, sid_key
-from bulkgroups.targets.membership import MemberCache, Trace, reason
-from bulkgroups.targets.running import wait_for_operation
-from bulkgroups.targets.transport import Reply, Transport, message_of
+from bulkgroups.targets.members import MemberCache, Trace, reason
+from bulkgroups.targets.operations import wait_for_operation
 
 _MEMBERS = "/api/directoryObjects/groupMembers"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from bulkgroups.targets.transport import Reply
+from bulkgroups.http.transport import Reply
 
 Send = Callable[[str, str, list[str]], Awaitable[Reply]]
 

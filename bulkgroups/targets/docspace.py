@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from bulkgroups.http.transport import Reply, Transport
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.targets.batcher import Batcher
-from bulkgroups.targets.membership import MemberCache, Trace, reason
-from bulkgroups.targets.transport import Reply, Transport
+from bulkgroups.targets.members import MemberCache, Trace, reason
 
 _GROUP = "/api/2.0/group/"
 

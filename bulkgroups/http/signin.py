@@ -33,9 +33,10 @@ from typing import Any, Self
 import aiohttp
 import orjson
 
-from bulkgroups.retry import parse_retry_after
+from bulkgroups.http.auth import AuthRefused
+from bulkgroups.http.policy import parse_retry_after
+from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
-from bulkgroups.targets.base import AuthRefused
 
 log = logging.getLogger(__name__)
 
@@ -457,3 +458,21 @@ class DocSpaceSignIn(SignIn):
             raise self._refused(status, body)
         assert isinstance(answer, dict)
         return self._grant_of(token, answer.get("expires"))
+
+
+def sign_in_for(
+    kind: TargetKind,
+    *,
+    base_url: str,
+    login: Login,
+    ssl: ssl_module.SSLContext | bool = True,
+    timeout_s: float = 30.0,
+) -> SignIn:
+    """The `Auth` that signs in with a user name and password (DocSpace: a personal access
+    token; Adaxes: the legacy session and token), keeps it fresh, and signs out when its
+    `async with` ends."""
+    if kind is TargetKind.DOCSPACE:
+        return DocSpaceSignIn(base_url=base_url, login=login, ssl=ssl, timeout_s=timeout_s)
+    if kind is TargetKind.ADAXES:
+        return AdaxesSignIn(base_url=base_url, login=login, ssl=ssl, timeout_s=timeout_s)
+    raise ValueError(f"unknown target kind {kind!r}")

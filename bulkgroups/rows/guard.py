@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from bulkgroups.ids import norm_id
+from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Item, Row
 
 

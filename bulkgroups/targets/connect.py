@@ -12,15 +12,18 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bulkgroups.http.auth import Auth, auth_for
+from bulkgroups.http.pacer import Pacer
+from bulkgroups.http.policy import RetryPolicy
+from bulkgroups.http.signin import Login, sign_in_for
+from bulkgroups.http.transport import Transport
 from bulkgroups.job import Credentials, Job, JobError, load_credentials
-from bulkgroups.limiter import Pacer
 from bulkgroups.model import TargetKind
-from bulkgroups.retry import RetryPolicy
 from bulkgroups.secret import Secret
-from bulkgroups.targets import Login, auth_for, make_target, sign_in_for
-from bulkgroups.targets.base import Auth, Target
-from bulkgroups.targets.running import POLL_LIMIT_FACTOR
-from bulkgroups.targets.transport import Transport
+from bulkgroups.targets.adaxes import AdaxesTarget
+from bulkgroups.targets.base import Target
+from bulkgroups.targets.docspace import DocSpaceTarget
+from bulkgroups.targets.operations import POLL_LIMIT_FACTOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +127,26 @@ def worker_count(job: Job) -> int:
     if job.target.kind is TargetKind.DOCSPACE and limits.batch_size > 1:
         return min(MAX_WORKERS, limits.concurrency * limits.batch_size)
     return limits.concurrency
+
+
+def make_target(
+    kind: TargetKind,
+    transport: Transport,
+    *,
+    precheck: bool,
+    protected: frozenset[str] = frozenset(),
+    batch_size: int = 1,
+    adm_wait_s: int | None = None,
+    poll_limit_s: float = 300.0,
+) -> Target:
+    """`protected`: ids a `move_all` must not carry along (the row ends `invalid`).
+    `batch_size`: members a DocSpace list request may carry (Adaxes has no list call).
+    `adm_wait_s`, `poll_limit_s`: Adaxes asynchronous execution (see `running`)."""
+    if kind is TargetKind.DOCSPACE:
+        return DocSpaceTarget(
+            transport, precheck=precheck, protected=protected, batch_size=batch_size
+        )
+    if kind is TargetKind.ADAXES:
+        return AdaxesTarget(transport, precheck=precheck, protected=protected,
+                            adm_wait_s=adm_wait_s, poll_limit_s=poll_limit_s)
+    raise ValueError(f"unknown target kind {kind!r}")

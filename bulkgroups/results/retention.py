@@ -14,8 +14,8 @@ import string
 from pathlib import Path
 
 from bulkgroups.job import Job
-from bulkgroups.lock import Locked, lock_path, run_lock
-from bulkgroups.results import meta_path
+from bulkgroups.results.lock import Locked, lock_path, run_lock
+from bulkgroups.results.file import meta_path
 
 _FIELD_RE = {"date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "time": r"[0-9]{6}"}
 

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bulkgroups.limiter import Pacer
-from bulkgroups.quota import parse_quota
-from bulkgroups.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
-from bulkgroups.targets.base import Auth, AuthRefused, TlsRefused
+from bulkgroups.http.auth import Auth, AuthRefused, TlsRefused
+from bulkgroups.http.pacer import Pacer
+from bulkgroups.http.policy import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
+from bulkgroups.http.quota import parse_quota
 
 # What a request can raise that is worth sending again: the connection, not the request.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from bulkgroups.http.transport import Reply, message_of
 from bulkgroups.model import Result, Status
-from bulkgroups.targets.transport import Reply, message_of
 
 M = TypeVar("M")
 

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from aiolimiter import AsyncLimiter
 
-from bulkgroups.quota import Quota
+from bulkgroups.http.quota import Quota
 
 # After a 429 the rate halves (never below this share of the job's rate); each answered
 # request then wins back this share, so full speed returns after about 50 good answers.

@@ -24,7 +24,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from bulkgroups.ids import norm_id
+from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Row, SkippedRow
 
 # Row numbers are kept in 32 bits; a row past this is remembered as this (an input of four

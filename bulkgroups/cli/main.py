@@ -12,13 +12,14 @@ from typing import NoReturn
 
 import click
 
-from bulkgroups import __version__, console
+from bulkgroups import __version__
+from bulkgroups.cli import console
 from bulkgroups.job import Job, JobError, load_job, results_path, with_limits
-from bulkgroups.results import read_meta
-from bulkgroups.retention import latest_results
-from bulkgroups.rows import InputError, read_rows
+from bulkgroups.results.file import read_meta
+from bulkgroups.results.retention import latest_results
+from bulkgroups.rows.readers import InputError, read_rows
+from bulkgroups.rows.survey import survey
 from bulkgroups.runner import EXIT_ROWS, EXIT_USAGE, RunRefused, RunRequest, run_job
-from bulkgroups.survey import survey
 
 JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -151,8 +152,8 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
 
 
 def _register() -> None:
-    from bulkgroups.cli_report import report_command, undo_command
-    from bulkgroups.cli_schedule import plan_command, schedule_command
+    from bulkgroups.cli.report import report_command, undo_command
+    from bulkgroups.cli.schedule import plan_command, schedule_command
     from bulkgroups.sandbox.cli import sandbox_command
 
     cli.add_command(plan_command, name="plan")

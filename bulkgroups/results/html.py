@@ -9,7 +9,7 @@ from html import escape
 from itertools import pairwise
 from typing import Final
 
-from bulkgroups.report import STATUSES, Report, Timeline
+from bulkgroups.results.report import STATUSES, Report, Timeline
 
 _W: Final = 760
 _H: Final = 260

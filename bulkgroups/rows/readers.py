@@ -14,9 +14,9 @@ from typing import Literal
 
 import orjson
 
-from bulkgroups.csvrows import BARE_CR, TOO_LONG, CsvRows, LineReader, Make
-from bulkgroups.ids import id_check, id_problem, norm_id
+from bulkgroups.identity import id_check, id_problem, norm_id
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
+from bulkgroups.rows.csvreader import BARE_CR, TOO_LONG, CsvRows, LineReader, Make
 
 Format = Literal["csv", "jsonl"]
 

@@ -234,7 +234,7 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def warn(message: str) -> None:
-    from bulkgroups.console import err
+    from bulkgroups.cli.console import err
 
     err.print(f"bulkgroups: warning: {message}", markup=False)
 

@@ -12,8 +12,8 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-from bulkgroups.targets.membership import Trace, reason
-from bulkgroups.targets.transport import Reply, Transport
+from bulkgroups.http.transport import Reply, Transport
+from bulkgroups.targets.members import Trace, reason
 
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 5.0

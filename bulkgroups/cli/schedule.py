@@ -17,10 +17,11 @@ from typing import NoReturn
 import click
 import orjson
 
+from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import Job, JobError, load_job
 from bulkgroups.plan import make_plan, render_text
-from bulkgroups.rows import InputError
-from bulkgroups.schedule import (
+from bulkgroups.rows.readers import InputError
+from bulkgroups.schedule.units import (
     CronError,
     Schedule,
     SpanError,
@@ -35,7 +36,6 @@ from bulkgroups.schedule import (
     service_text,
     timer_text,
 )
-from bulkgroups.targets.base import AuthRefused
 
 EXIT_USAGE, EXIT_REFUSED = 2, 3
 JOB = click.Path(exists=False, dir_okay=False, path_type=Path)

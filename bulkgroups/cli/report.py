@@ -16,12 +16,19 @@ import orjson
 from rich.table import Table
 from rich.text import Text
 
-from bulkgroups.console import err, out
-from bulkgroups.report import STATUSES, Report, failed_rows, scan_results
-from bulkgroups.report_html import render_html
-from bulkgroups.results import meta_path, read_meta
-from bulkgroups.rows import detect_format
-from bulkgroups.undo import OutputExists, Trust, UndoSummary, trust_of, write_rows, write_undo
+from bulkgroups.cli.console import err, out
+from bulkgroups.results.file import meta_path, read_meta
+from bulkgroups.results.html import render_html
+from bulkgroups.results.report import STATUSES, Report, failed_rows, scan_results
+from bulkgroups.results.undo import (
+    OutputExists,
+    Trust,
+    UndoSummary,
+    trust_of,
+    write_rows,
+    write_undo,
+)
+from bulkgroups.rows.readers import detect_format
 
 EXIT_USAGE = 2  # as in runner: usage error, nothing done
 

@@ -18,8 +18,8 @@ from rich.progress import (
 from rich.table import Table
 
 from bulkgroups.model import Status, TargetKind
-from bulkgroups.stats import Tally
-from bulkgroups.survey import Survey
+from bulkgroups.results.stats import Tally
+from bulkgroups.rows.survey import Survey
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

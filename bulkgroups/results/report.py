@@ -24,8 +24,8 @@ from typing import Any, Final
 import orjson
 
 from bulkgroups.model import Op
-from bulkgroups.stats import LatencyHistogram
-from bulkgroups.undo import InputRow
+from bulkgroups.results.stats import LatencyHistogram
+from bulkgroups.results.undo import InputRow
 
 STATUSES: Final = ("ok", "noop", "failed", "invalid", "pending")
 OPS: Final = tuple(op.value for op in Op)

@@ -1,0 +1,1 @@
+"""HTTP out: one transport, its retry and status policy, the pacer, quota headers and sign-in."""

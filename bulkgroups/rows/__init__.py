@@ -1,0 +1,1 @@
+"""Rows in: the streaming readers, validation, the protected guard, dedupe and the row source."""

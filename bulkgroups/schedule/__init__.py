@@ -1,0 +1,1 @@
+"""Nightly runs: systemd units, crontab lines and their run times."""
