@@ -74,6 +74,7 @@ class Pipeline:
         if self.stopping:
             return
         self.reason, self.detail = reason, detail
+        self._target.abandon()
         if self._feeder is not None:
             self._feeder.cancel()
         # Rows queued but not started are dropped unanswered: a resume sends them.

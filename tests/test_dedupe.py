@@ -225,6 +225,11 @@ class CountingTarget:
     def __init__(self) -> None:
         self.rows: list[int] = []
 
+    def abandon(self) -> None:
+
+        pass
+
+
     async def apply(self, row: Row) -> Result:
         self.rows.append(row.row)
         return Result(Status.OK, http_status=200, attempts=1)

@@ -35,6 +35,11 @@ class ListTarget:
         self.gate = gate
         self.started = 0
 
+    def abandon(self) -> None:
+
+        pass
+
+
     async def apply(self, row: Row) -> Result:
         self.started += 1
         if self.gate is not None:
@@ -101,6 +106,11 @@ async def test_refused_credentials_stop_the_run_without_failing_rows() -> None:
     class Refusing:
         calls = 0
 
+        def abandon(self) -> None:
+
+            pass
+
+
         async def apply(self, row: Row) -> Result:
             Refusing.calls += 1
             raise AuthRefused("the target refused the credentials (401): Unauthorized")
@@ -130,6 +140,9 @@ async def test_a_bug_in_one_row_fails_that_row_only() -> None:
     """An unexpected exception becomes a failed outcome naming the error type; others go on."""
 
     class Flaky:
+        def abandon(self) -> None:
+            pass
+
         async def apply(self, row: Row) -> Result:
             if row.row == 5:
                 raise KeyError("boom")

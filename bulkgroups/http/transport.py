@@ -57,6 +57,7 @@ class Transport:
         "_session",
         "_timeout",
         "_timeout_s",
+        "abandoned",
         "answered",
     )
 
@@ -89,6 +90,11 @@ class Transport:
         # Set once any request is answered 2xx: a 403 before that means the key lacks a
         # scope for everything, after it only that one request was refused.
         self.answered = False
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        # Stub of the stop contract (see Target.abandon); the transport honours it in full later.
+        self.abandoned = True
 
     async def send(
         self,

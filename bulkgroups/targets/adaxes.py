@@ -164,6 +164,9 @@ class AdaxesTarget:
             self._cache = MemberCache(self._read, key=_group_key)
             self._sid_cache = MemberCache(self._read_sids, key=_group_key)
 
+    def abandon(self) -> None:
+        self._t.abandon()
+
     async def apply(self, row: Row) -> Result:
         trace = Trace()
         if row.op is Op.REMOVE:

@@ -88,6 +88,9 @@ class DocSpaceTarget:
             MemberCache(self._load, key=_key) if precheck else None
         )
 
+    def abandon(self) -> None:
+        self._t.abandon()
+
     async def apply(self, row: Row) -> Result:
         trace = Trace()
         try:
