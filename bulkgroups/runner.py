@@ -17,14 +17,21 @@ from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.job import Job
 from bulkgroups.model import Item, Status
-from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
+from bulkgroups.results.file import (
+    Fingerprint,
+    ResultsFileError,
+    ResultsUnwritable,
+    ResultsWriter,
+    read_meta,
+    write_meta,
+)
 from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.results.retention import prune
 from bulkgroups.rows.dedupe import dedupe
 from bulkgroups.rows.guard import count_changes, guard
 from bulkgroups.rows.readers import count_lines, read_rows
-from bulkgroups.targets.connect import connect, endpoint_for, worker_count
+from bulkgroups.targets.connect import Endpoint, connect, endpoint_for, worker_count
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -96,23 +103,57 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
 
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
     """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
+    environ = os.environ if environ is None else environ
     try:
-        with run_lock(req.results, job_name=job.name):
-            return await _run_locked(job, req, os.environ if environ is None else environ)
+        # The credential is loaded (and a sandbox job's emulator started) before anything is
+        # created: a job-file error or an unset token variable leaves no lock, no results and
+        # no metadata behind. No request is sent yet.
+        async with endpoint_for(job, environ=environ) as endpoint:
+            with run_lock(req.results, job_name=job.name):
+                return await _run_locked(job, req, endpoint)
     except Locked as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
+    except ResultsFileError as exc:
+        # Found before the first request (the results, their metadata or their folder):
+        # a usage error, nothing sent.
+        raise RunRefused(str(exc), code=EXIT_USAGE) from None
 
 
-async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
+def _rows(job: Job, done: FinishedRows | None) -> Iterator[Item]:
+    # dedupe before unfinished: a resume must see the rows a run finished to know which
+    # later rows repeat them.
+    items = dedupe(guard(
+        read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
+                  default_op=job.input.op),
+        job.safety.protected,
+    ))
+    return unfinished(items, done) if done is not None else items
+
+
+def _finished_rows(req: RunRequest, max_row: int) -> FinishedRows:
+    done = FinishedRows.from_results(req.results, input_rows=max_row)
+    if not req.quiet and done.torn:
+        console.err.print(
+            f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
+            "cut short by a crash); their rows are sent again", markup=False)
+    if not req.quiet and done.out_of_range:
+        console.err.print(
+            f"bulkgroups: {done.out_of_range} line(s) in {req.results} name a row outside "
+            f"1..{max_row:,} (the input has no more rows): skipped as damaged", markup=False)
+    return done
+
+
+async def _run_locked(job: Job, req: RunRequest, endpoint: Endpoint) -> int:
     prior = read_meta(req.results)
+    # A record takes at least a line: no row number of this input can be past this. Counted
+    # once, without parsing; it bounds the resume index, the cap check and the progress.
+    max_row = count_lines(job.input.path) + 1
     done: FinishedRows | None = None
     if req.resume:
         _check_resumable(job, req, prior)
-        done = FinishedRows.from_results(req.results)
-        if done.torn and not req.quiet:
-            console.err.print(
-                f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
-                "cut short by a crash); their rows are sent again", markup=False)
+        done = _finished_rows(req, max_row)
+    elif req.results.is_dir():
+        raise ResultsFileError(req.results, "is a folder, not a results file")
     elif req.results.exists() and req.results.stat().st_size > 0:
         raise RunRefused(
             f"{req.results} already holds results: finish it with "
@@ -120,21 +161,11 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
             code=EXIT_USAGE,
         )
 
-    def rows() -> Iterator[Item]:
-        # dedupe before unfinished: a resume must see the rows a run finished to know which
-        # later rows repeat them.
-        items = dedupe(guard(
-            read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
-                      default_op=job.input.op),
-            job.safety.protected,
-        ))
-        return unfinished(items, done) if done is not None else items
-
     cap = job.safety.max_changes if req.max_changes is None else req.max_changes
-    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
-    # and then the rows need not be parsed an extra time before the run.
-    over_possible = not req.yes and count_lines(job.input.path) + 1 > cap
-    if over_possible and (changes := count_changes(rows())) > cap:
+    # A file with no more lines than the cap cannot exceed it, and then the rows need not be
+    # parsed an extra time before the run.
+    over_possible = not req.yes and max_row > cap
+    if over_possible and (changes := count_changes(_rows(job, done))) > cap:
         raise RunRefused(
             f"the input holds {changes:,} rows that would change something, over the "
             f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
@@ -151,44 +182,70 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         "job_name": job.name,
         "input": str(job.input.path.resolve()),
         "input_fingerprint": _fingerprint(job.input.path),
+        # The most rows the input can have: report and undo skip a row number past it.
+        "max_row": max_row,
         "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
         # undo trusts a DocSpace `ok` removal only when the run read the group first.
         "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
         "runs": [*(prior or {}).get("runs", []), run_record],
     }
+    # Both raise ResultsFileError (read-only folder, a folder in the file's place): exit 2,
+    # before the first request.
     write_meta(req.results, meta)
-    started = time.monotonic()
     writer = ResultsWriter(req.results)
+    started = time.monotonic()
     try:
-        async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
-            show = not req.quiet
-            total = count_lines(job.input.path) if show and console.is_tty() else None
-            with console.LiveProgress(total=total, enabled=show) as progress:
-                pipeline = Pipeline(
-                    target=target,
-                    sink=writer.write,
-                    workers=worker_count(job),
-                    on_progress=progress.update,
-                    abort_failure_ratio=job.safety.abort_failure_ratio,
-                    abort_min_rows=job.safety.abort_min_rows,
-                )
-                if done is not None:
-                    progress.skip(done.count)
-                _install_signals(pipeline)
-                await pipeline.run(rows())
+        pipeline = await _pipeline(job, req, endpoint, writer, done, max_row)
+    except ResultsUnwritable as exc:
+        # Backstop: the engine stops the run itself when its sink raises (exit 3); should the
+        # error come through, the run still ends as "cannot write the results", not a
+        # traceback.
+        run_record.update(ended_at=now_iso(), exit=EXIT_REFUSED, stopped="results unwritable")
+        _end_meta(req, meta)
+        raise RunRefused(str(exc), code=EXIT_REFUSED) from None
     finally:
         writer.close()
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
                       stopped=pipeline.reason.value if pipeline.stopping else None)
-    write_meta(req.results, meta)
+    _end_meta(req, meta)
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
         prune(job, keep=job.output.keep, current=req.results)
     _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
             already=done.count if done is not None else 0)
     return code
+
+
+async def _pipeline(job: Job, req: RunRequest, endpoint: Endpoint, writer: ResultsWriter,
+                    done: FinishedRows | None, max_row: int) -> Pipeline:
+    async with connect(job, endpoint) as target:
+        show = not req.quiet
+        total = max_row - 1 if show and console.is_tty() else None
+        with console.LiveProgress(total=total, enabled=show) as progress:
+            pipeline = Pipeline(
+                target=target,
+                sink=writer.write,
+                workers=worker_count(job),
+                on_progress=progress.update,
+                abort_failure_ratio=job.safety.abort_failure_ratio,
+                abort_min_rows=job.safety.abort_min_rows,
+            )
+            if done is not None:
+                progress.skip(done.count)
+            _install_signals(pipeline)
+            await pipeline.run(_rows(job, done))
+    return pipeline
+
+
+def _end_meta(req: RunRequest, meta: Mapping[str, Any]) -> None:
+    """The run's end, in the metadata. The outcomes are written already: a metadata file that
+    cannot be replaced now (a full disk) is said, and does not change the exit status."""
+    try:
+        write_meta(req.results, meta)
+    except ResultsFileError as exc:
+        console.err.print(f"bulkgroups: warning: {exc}", markup=False)
 
 
 def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,

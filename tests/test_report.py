@@ -283,9 +283,10 @@ def test_html_is_one_self_contained_page_with_a_chart(mixed: Path, tmp_path: Pat
 
 
 def test_empty_results_report_zeros(tmp_path: Path) -> None:
-    """An empty results file reports zeros and exits 0."""
+    """An empty results file of a run (its metadata beside it) reports zeros and exits 0."""
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"")
+    (tmp_path / "r.meta.json").write_bytes(b'{"runs": []}')
     done = invoke("report", str(path), "--json", "--html", str(tmp_path / "r.html"))
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from bulkgroups.cli.report import report_command, undo_command
 from bulkgroups.model import Row, TargetKind
+from bulkgroups.results.file import Record, decode
 from bulkgroups.results.undo import InputRow, Trust, reverse, trust_of, write_undo
 from bulkgroups.rows.readers import Format, read_rows
 from bulkgroups.sandbox import Sandbox, make_state
@@ -52,6 +53,13 @@ def outcome(row: int, op: str, status: str = "ok", **extra: Any) -> dict[str, An
     return obj
 
 
+def rev(obj: dict[str, Any]) -> tuple[InputRow, ...]:
+    """`reverse` of the line `obj` would be in a results file."""
+    found = decode(orjson.dumps(obj))
+    assert isinstance(found, Record)
+    return reverse(found)
+
+
 def write_results(path: Path, *lines: dict[str, Any] | bytes) -> Path:
     path.write_bytes(b"".join(
         (x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines
@@ -72,11 +80,11 @@ def read_input(path: Path) -> list[InputRow]:
 
 def test_each_op_reverses_to_its_opposite() -> None:
     """remove→add, add→remove, move→move back, move with `left`→add, move_all→per member."""
-    assert reverse(outcome(1, "remove")) == (InputRow("add", G1, member(1)),)
-    assert reverse(outcome(2, "add")) == (InputRow("remove", G1, member(2)),)
-    assert reverse(outcome(3, "move")) == (InputRow("move", G2, member(3), G1),)
-    assert reverse(outcome(4, "move", left=[member(4)])) == (InputRow("add", G1, member(4)),)
-    assert reverse(outcome(5, "move_all", moved=["a", "b"], left=["c"])) == (
+    assert rev(outcome(1, "remove")) == (InputRow("add", G1, member(1)),)
+    assert rev(outcome(2, "add")) == (InputRow("remove", G1, member(2)),)
+    assert rev(outcome(3, "move")) == (InputRow("move", G2, member(3), G1),)
+    assert rev(outcome(4, "move", left=[member(4)])) == (InputRow("add", G1, member(4)),)
+    assert rev(outcome(5, "move_all", moved=["a", "b"], left=["c"])) == (
         InputRow("move", G2, "b", G1), InputRow("move", G2, "a", G1), InputRow("add", G1, "c"),
     )
 
@@ -85,14 +93,14 @@ def test_rows_that_changed_nothing_are_not_reversed() -> None:
     """noop, failed, invalid and pending rows give no rows; so does an empty move_all."""
     for status in ("noop", "failed", "invalid", "pending"):
         for op in ("remove", "add", "move", "move_all"):
-            assert reverse(outcome(1, op, status)) == (), (op, status)
-    assert reverse(outcome(1, "move_all", moved=[], left=[])) == ()
+            assert rev(outcome(1, op, status)) == (), (op, status)
+    assert rev(outcome(1, "move_all", moved=[], left=[])) == ()
 
 
 def test_partial_move_all_is_reversed_whatever_its_status() -> None:
     """A failed or pending move_all reverses the members its line lists."""
     for status in ("failed", "pending"):
-        rows = reverse(outcome(1, "move_all", status, moved=["a"], left=None))
+        rows = rev(outcome(1, "move_all", status, moved=["a"], left=None))
         assert rows == (InputRow("move", G2, "a", G1),)
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkgroups.cli.console import err, out
-from bulkgroups.results.file import meta_path, read_meta
+from bulkgroups.results.file import ResultsFileError, max_row_of, meta_path, read_meta
 from bulkgroups.results.html import render_html
 from bulkgroups.results.report import STATUSES, Report, failed_rows, scan_results
 from bulkgroups.results.undo import (
@@ -50,8 +50,8 @@ def _meta(results: Path) -> dict[str, Any] | None:
     and undo both work without it, only less exactly."""
     try:
         return read_meta(results)
-    except (OSError, ValueError) as exc:
-        _warn(f"{meta_path(results)}: cannot read it ({exc}); going on without it")
+    except ResultsFileError as exc:
+        _warn(f"{exc}; going on without it")
         return None
 
 
@@ -94,8 +94,8 @@ def report_command(results: Path, as_json: bool, failed_csv: Path | None,
     meta = _meta(results)
     try:
         scan = scan_results(results, meta)
-    except OSError as exc:
-        _fail(f"{results}: cannot read the results: {_why(exc)}")
+    except ResultsFileError as exc:  # missing, unreadable, empty or not a results file
+        _fail(str(exc))
     report = scan.report()
     # With --json, stdout holds the JSON alone; notes go to stderr.
     note = err if as_json else out
@@ -186,7 +186,10 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
         _fail(f"{output}: that is the results file or its metadata; write elsewhere")
     meta = _meta(results)
     try:
-        summary = write_undo(results, output, fmt=fmt, force=force)
+        summary = write_undo(results, output, fmt=fmt, force=force, max_row=max_row_of(meta),
+                             require_lines=meta is None)
+    except ResultsFileError as exc:
+        _fail(str(exc))
     except OutputExists:
         _fail(f"{output} exists: pass --force to replace it")
     except OSError as exc:
