@@ -8,7 +8,9 @@ The results file (made once in a temp dir, written by the real `ResultsWriter`) 
 messages), 3 % noop, 2 % invalid; the last 5 % of the rows are written a second time, as a
 resume would. `--code DIR` measures the package found in DIR (e.g. a `git worktree` of an older
 commit) instead of this tree: the same file, read by both versions.
-Figures: wall time of the read alone (imports excluded), and the child's peak RSS (ru_maxrss).
+Figures: wall and CPU time of the read (the reading modules' imports included), and the
+child's peak RSS (ru_maxrss) with what it was before the read. On a shared machine compare
+CPU time: wall time moves with everybody else's load.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 kind, path = sys.argv[1], Path(sys.argv[2])
 rows = int(sys.argv[3])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 if kind == "resume":
     from bulkgroups.results.resume import FinishedRows
     try:
@@ -42,9 +44,9 @@ elif kind == "report":
 elif kind == "undo":
     from bulkgroups.results.undo import write_undo
     n = write_undo(path, path.with_name("undo.csv"), fmt="csv", force=True).total
-took = time.perf_counter() - t0
+took, cpu = time.perf_counter() - t0, time.process_time() - c0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"{took:.3f} {peak} {base} {n}")
+print(f"{took:.3f} {peak} {base} {cpu:.3f} {n}")
 """
 
 
@@ -82,11 +84,11 @@ def make_file(path: Path, lines: int) -> None:
     writer.close()
 
 
-def measure(kind: str, path: Path, rows: int, code: Path) -> tuple[float, int, int]:
+def measure(kind: str, path: Path, rows: int, code: Path) -> tuple[float, int, int, float]:
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run([sys.executable, "-c", CHILD, kind, str(path), str(rows)], env=env,
                          check=True, capture_output=True, text=True).stdout.split()
-    return float(out[0]), int(out[1]), int(out[2])
+    return float(out[0]), int(out[1]), int(out[2]), float(out[3])
 
 
 def main() -> None:
@@ -103,14 +105,15 @@ def main() -> None:
         rows = args.lines - max(1, args.lines // 20)
         print(f"code: {args.code}; file: {path.stat().st_size / 1e6:.0f} MB, "
               f"{args.lines:,} lines, {rows:,} rows")
-        print("| reader | best wall s | peak RSS MB (of which start-up) |")
-        print("| --- | --- | --- |")
+        print("| reader | best wall s | best CPU s | peak RSS MB (before the read) |")
+        print("| --- | --- | --- | --- |")
         for kind in ("resume", "report", "undo"):
             runs = [measure(kind, path, rows, args.code) for _ in range(args.repeat)]
             best = min(r[0] for r in runs)
             peak = max(r[1] for r in runs)
             base = min(r[2] for r in runs)
-            print(f"| {kind} | {best:.2f} | {peak / 1024:.0f} ({base / 1024:.0f}) |")
+            cpu = min(r[3] for r in runs)
+            print(f"| {kind} | {best:.2f} | {cpu:.2f} | {peak / 1024:.0f} ({base / 1024:.0f}) |")
 
 
 if __name__ == "__main__":
