@@ -29,6 +29,8 @@ from bulkgroups.results.file import (
     write_meta,
 )
 from bulkgroups.results.stats import LatencyHistogram
+from bulkgroups.sandbox import Sandbox, make_state
+from tests.support import Done, run_cli, write_job
 
 
 def outcome(row: int, status: Status = Status.OK) -> Outcome:
@@ -273,3 +275,163 @@ def test_a_read_only_folder_is_a_results_file_error(tmp_path: Path) -> None:
             ResultsWriter(folder / "r.jsonl")
         with pytest.raises(ResultsFileError, match="read-only file system"):
             write_meta(folder / "r.jsonl", {"a": 1})
+
+
+# -- end to end: broken files around the results (issue 10.10, issue 15) --------------------
+
+
+def one_clean_line(done: Done) -> str:
+    """The CLI said one line on stderr, and no traceback."""
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def some_rows(sb: Sandbox) -> list[dict[str, str]]:
+    groups = sb.dump()["docspace"]["groups"]
+    g0 = next(iter(groups))
+    return [{"op": "remove", "group": g0, "member": m} for m in sorted(groups[g0]["members"])[:3]]
+
+
+def results_line(row: int) -> bytes:
+    return orjson.dumps(outcome(row, Status.FAILED)) + b"\n"
+
+
+@pytest.mark.parametrize("kind", [*BROKEN_META, "folder"])
+@pytest.mark.parametrize("command", ["run", "resume"])
+async def test_broken_metadata_exits_2_and_sends_nothing(tmp_path: Path, kind: str,
+                                                         command: str) -> None:
+    """A truncated, empty, binary or wrongly shaped RESULTS.meta.json, or a folder in its
+    place: `run` and `resume` exit 2 with one line naming it, and send nothing."""
+    async with Sandbox(make_state()) as sb:
+        job = write_job(tmp_path, sb, rows=some_rows(sb))
+        results = tmp_path / "results.jsonl"
+        if command == "resume":
+            results.write_bytes(results_line(1))
+        meta = meta_path(results)
+        if kind == "folder":
+            meta.mkdir()
+        else:
+            meta.write_bytes(BROKEN_META[kind][0])
+        args = ("run", str(job)) if command == "run" else ("resume", str(results))
+        done = await run_cli(*args)
+        assert done.code == 2, done.stderr
+        line = one_clean_line(done)
+        assert line.startswith(f"bulkgroups: {meta}: ")
+        assert sb.log == []
+    if command == "resume":
+        assert results.read_bytes() == results_line(1)
+
+
+@pytest.mark.parametrize("content", [b"op,group,member\nremove,g,m\n", b"[job]\nname='x'\n",
+                                     b"\x89PNG\r\n\x1a\n\x00\x00", b'{"op":"remove"}\n'])
+async def test_resume_of_a_file_that_is_not_results_exits_2(tmp_path: Path,
+                                                            content: bytes) -> None:
+    """`resume` on a file that is not a results file (its metadata fine): exit 2 naming it,
+    nothing sent, the file untouched."""
+    async with Sandbox(make_state()) as sb:
+        job = write_job(tmp_path, sb, rows=some_rows(sb))
+        results = tmp_path / "results.jsonl"
+        results.write_bytes(content)
+        write_meta(results, {"job": str(job), "runs": []})
+        done = await run_cli("resume", str(results))
+        assert done.code == 2, done.stderr
+        assert one_clean_line(done).startswith(f"bulkgroups: {results}: not a results file")
+        assert sb.log == []
+    assert results.read_bytes() == content
+
+
+async def test_a_folder_in_place_of_the_results_exits_2(tmp_path: Path) -> None:
+    async with Sandbox(make_state()) as sb:
+        job = write_job(tmp_path, sb, rows=some_rows(sb))
+        (tmp_path / "results.jsonl").mkdir()
+        done = await run_cli("run", str(job))
+        assert done.code == 2, done.stderr
+        assert "results.jsonl: is a folder" in one_clean_line(done)
+        assert sb.log == []
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+async def test_a_read_only_results_folder_exits_2(tmp_path: Path, command: str) -> None:
+    """Results on a read-only file system (a real read-only mount): exit 2, one line naming
+    the folder and "read-only file system", nothing sent."""
+    async with Sandbox(make_state()) as sb:
+        job = write_job(tmp_path, sb, rows=some_rows(sb))
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        results = folder / "results.jsonl"
+        if command == "resume":
+            results.write_bytes(results_line(1))
+            write_meta(results, {"job": str(job), "runs": []})
+        job.write_text(job.read_text().replace('results = "results.jsonl"',
+                                               'results = "ro/results.jsonl"'))
+        with tmpfs_bind_ro(folder):
+            args = ("run", str(job)) if command == "run" else ("resume", str(results))
+            done = await run_cli(*args)
+        assert done.code == 2, done.stderr
+        line = one_clean_line(done)
+        assert str(folder) in line and "read-only file system" in line
+        assert sb.log == []
+
+
+@contextlib.contextmanager
+def tmpfs_bind_ro(folder: Path) -> Iterator[None]:
+    """`folder` as it is, made read-only by a read-only bind mount over it (needs root)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a read-only bind mount needs root and mount(8); CI runs as root")
+    done = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+async def test_a_job_error_creates_nothing_and_a_run_leaves_no_lock(tmp_path: Path) -> None:
+    """Issue 15: an unset token variable exits 2 and leaves no results, no metadata and no
+    lock files; a run that goes through removes its lock files."""
+    async with Sandbox(make_state()) as sb:
+        job = write_job(tmp_path, sb, rows=some_rows(sb))
+        before = sorted(p.name for p in tmp_path.iterdir())
+        broken = tmp_path / "broken.toml"
+        broken.write_text(job.read_text().replace('"BG_TEST_TOKEN"', '"BG_TEST_UNSET"'))
+        done = await run_cli("run", str(broken))
+        assert done.code == 2, done.stderr
+        assert "BG_TEST_UNSET" in one_clean_line(done)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "broken.toml"])
+        assert sb.log == []
+        done = await run_cli("run", str(job), "--quiet")
+        assert done.code == 0, done.stderr
+        assert sb.log != []
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "results.jsonl" in names and "results.meta.json" in names
+    assert not [n for n in names if "lock" in n], names
+
+
+@pytest.mark.parametrize(("state", "problem"), [
+    (b'{"docspace": {"groups": ', "is not valid JSON"),
+    (b"", "is not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'{"docspace": []}', "must be objects"),
+    (b'{"adaxes": {"tokens": 5}}', "adaxes.tokens must be a list"),
+])
+@pytest.mark.parametrize("command", ["run", "plan", "validate"])
+async def test_a_broken_sandbox_state_is_a_job_error(tmp_path: Path, state: bytes, problem: str,
+                                                    command: str) -> None:
+    """A sandbox_state file that is not JSON or not a state: `run`, `plan` and `validate`
+    exit 2 with one line naming the job key and the state file."""
+    (tmp_path / "input.csv").write_text("op,group,member\n", encoding="utf-8")
+    (tmp_path / "state.json").write_bytes(state)
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "s"\n[target]\nkind = "docspace"\nsandbox = true\n'
+                   'sandbox_state = "state.json"\n[input]\npath = "input.csv"\n',
+                   encoding="utf-8")
+    done = await run_cli(command, str(job))
+    assert done.code == 2, done.stderr
+    line = one_clean_line(done)
+    assert "[target] sandbox_state" in line and "state.json" in line and problem in line
+    assert not (tmp_path / "results.jsonl").exists()

@@ -42,7 +42,8 @@ def _acquire(path: Path, *, what: str) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise ResultsFileError(path, f"cannot create the run lock: {reason_of(exc)}") from None
+            raise ResultsFileError(path.parent, f"cannot write in the results folder (creating "
+                                   f"the run lock {path.name}): {reason_of(exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
