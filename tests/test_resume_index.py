@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Outcome, Row, Status
 from bulkgroups.results.file import Record, ResultsFileError, decode
-from bulkgroups.results.lock import Locked, lock_path, run_lock
+from bulkgroups.results.lock import Locked, hold, job_lock_path, lock_path, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.rows.guard import count_changes, guard
 
@@ -161,3 +162,42 @@ def test_protected_ids_make_rows_invalid_ignoring_case() -> None:
     assert [getattr(o, "reason", None) for o in out] == [
         "protected", "protected", None, "unknown op 'x'"]
     assert count_changes(out) == 1
+
+
+def test_lock_files_go_with_the_lock(tmp_path: Path) -> None:
+    """Issue 15: the job's and the results file's lock files exist while a run holds them and
+    are gone when it ends, also when the run raised."""
+    results = tmp_path / "r.jsonl"
+    with run_lock(results, job_name="nightly"):
+        assert lock_path(results).exists() and job_lock_path(results, "nightly").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError), run_lock(results, job_name="nightly"):
+        raise RuntimeError("the run failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_locker_rechecks_the_file_after_locking(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race that removing lock files opens: between our open and our flock the holder
+    finishes (unlinks its file) and another run creates a new one. A lock on the old inode
+    would hold nothing; the locker sees the name now points elsewhere and locks the new file,
+    so a second run is still refused."""
+    path = tmp_path / "r.jsonl.lock"
+    path.write_text("")
+    real = fcntl.flock
+    calls: list[int] = []
+
+    def racing_flock(fd: int, operation: int) -> None:
+        if not calls:
+            path.unlink()  # the holder we opened after has finished ...
+            path.write_text("")  # ... and the next run created the file afresh
+        calls.append(operation)
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", racing_flock)
+    with hold(path, what="r"):
+        assert len(calls) == 2  # locked the orphan, saw it, locked the file now there
+        with pytest.raises(Locked), hold(path, what="r"):
+            pass
+        assert path.read_text().strip() == str(os.getpid())
+    assert not path.exists()
