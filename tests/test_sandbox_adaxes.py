@@ -297,7 +297,7 @@ async def legacy_sign_in(http: aiohttp.ClientSession, sb: Sandbox) -> tuple[str,
     async with http.post(sb.adaxes_url + "/api/authSessions/create", json=body) as r:
         assert r.status == 200
         session = await r.json()
-    assert set(session) == {"sessionId", "expiresAtUtc"}
+    assert set(session) == {"sessionId", "totpState", "changePasswordReason", "expiresAtUtc"}
     async with http.post(
         sb.adaxes_url + "/api/auth", json={"sessionId": session["sessionId"]}
     ) as r:
