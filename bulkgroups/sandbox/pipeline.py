@@ -169,8 +169,8 @@ async def _handle(
 def _injected(injection: Injection, adaxes: bool) -> web.StreamResponse:
     if injection.status == 0:
         return Dropped()
-    if injection.status in (502, 503, 504):
-        return proxy_error(adaxes, injection.status)
+    if injection.status in (502, 503, 504) and not adaxes:
+        return nginx_page(injection.status)
     headers = None
     if injection.retry_after_s is not None:
         headers = {"Retry-After": retry_after_value(injection.retry_after_s)}
