@@ -71,13 +71,14 @@ def line(row: int, status: str = "ok", **extra: Any) -> bytes:
 def test_fixture_counts_each_row_once_by_its_last_line(mixed: Path) -> None:
     """Counts and by_op take each row's last line: failed-then-ok is ok, the torn line is not."""
     report = scan_results(mixed, read_meta(mixed)).report()
-    assert report.counts == {"ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1}
+    assert report.counts == {
+        "ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1, "stale": 0}
     assert report.by_op == {
-        "other": {"ok": 0, "noop": 0, "failed": 0, "invalid": 1, "pending": 0},
-        "remove": {"ok": 3, "noop": 0, "failed": 2, "invalid": 1, "pending": 0},
-        "move": {"ok": 1, "noop": 0, "failed": 0, "invalid": 0, "pending": 0},
-        "move_all": {"ok": 0, "noop": 0, "failed": 0, "invalid": 0, "pending": 1},
-        "add": {"ok": 0, "noop": 1, "failed": 0, "invalid": 0, "pending": 0},
+        "other": {"ok": 0, "noop": 0, "failed": 0, "invalid": 1, "pending": 0, "stale": 0},
+        "remove": {"ok": 3, "noop": 0, "failed": 2, "invalid": 1, "pending": 0, "stale": 0},
+        "move": {"ok": 1, "noop": 0, "failed": 0, "invalid": 0, "pending": 0, "stale": 0},
+        "move_all": {"ok": 0, "noop": 0, "failed": 0, "invalid": 0, "pending": 1, "stale": 0},
+        "add": {"ok": 0, "noop": 1, "failed": 0, "invalid": 0, "pending": 0, "stale": 0},
     }
     assert (report.rows, report.lines, report.unreadable) == (10, 13, 1)
 
@@ -192,7 +193,8 @@ def test_json_has_exactly_the_documented_shape(mixed: Path) -> None:
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)
     assert list(data) == ["counts", "by_op", "rows_per_s", "latency_ms", "retries", "errors"]
-    assert data["counts"] == {"ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1}
+    assert data["counts"] == {
+        "ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1, "stale": 0}
     assert set(data["by_op"]) == {"remove", "move", "move_all", "add", "other"}
     assert all(set(v) == set(data["counts"]) for v in data["by_op"].values())
     assert set(data["latency_ms"]) == {"p50", "p95", "max"}
@@ -297,7 +299,8 @@ def test_empty_results_report_zeros(tmp_path: Path) -> None:
     done = invoke("report", str(path), "--json", "--html", str(tmp_path / "r.html"))
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)
-    assert data["counts"] == dict.fromkeys(("ok", "noop", "failed", "invalid", "pending"), 0)
+    assert data["counts"] == dict.fromkeys(
+        ("ok", "noop", "failed", "invalid", "pending", "stale"), 0)
     assert data["rows_per_s"] is None and data["latency_ms"]["p50"] is None
     assert "<svg" in (tmp_path / "r.html").read_text()
 
