@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -252,6 +253,7 @@ def test_a_full_disk_raises_unwritable_and_leaves_whole_lines(tmp_path: Path) ->
         writer = ResultsWriter(path)
         row, error = fill(writer)
         assert error.reason == "disk full" and error.path == path
+        assert isinstance(error, OSError) and error.errno == errno.ENOSPC
         assert str(error) == f"cannot write the results: disk full ({path})"
         with pytest.raises(ResultsUnwritable):
             writer.write(many(row, 1))

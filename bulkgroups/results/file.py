@@ -61,15 +61,21 @@ class ResultsFileError(ValueError):
         self.problem = problem
 
 
-class ResultsUnwritable(Exception):
+class ResultsUnwritable(OSError):
     """An outcome could not be written to the results file (disk full, I/O error...). The run
     must stop at once: rows sent from now on would have no record. The file is left ending
-    on a whole line, so `resume` finishes it once there is room."""
+    on a whole line, so `resume` finishes it once there is room.
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"cannot write the results: {reason} ({path})")
+    An OSError (with the errno of the write that failed), so that code which handles "the
+    disk said no" catches it as it would the raw error."""
+
+    def __init__(self, path: Path, reason: str, code: int | None = None) -> None:
+        super().__init__(code, reason)
         self.path = path
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot write the results: {self.reason} ({self.path})"
 
 
 def meta_path(results: Path) -> Path:
@@ -136,7 +142,7 @@ class ResultsWriter:
                 written = os.write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
-            self._broken = ResultsUnwritable(self.path, reason_of(exc))
+            self._broken = ResultsUnwritable(self.path, reason_of(exc), exc.errno)
             if len(view) < len(data):
                 # Part of the batch went in: cut it off (shrinking needs no space). If even
                 # that fails the next writer's `_heal_torn_tail` ends the half line instead.
