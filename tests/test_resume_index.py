@@ -201,3 +201,16 @@ def test_a_locker_rechecks_the_file_after_locking(tmp_path: Path,
             pass
         assert path.read_text().strip() == str(os.getpid())
     assert not path.exists()
+
+
+def test_lock_files_are_owner_only_while_held(tmp_path: Path) -> None:
+    """Under umask 0 the lock files (they hold a pid) are created 0600."""
+    results = tmp_path / "r.jsonl"
+    old = os.umask(0)
+    try:
+        with run_lock(results, job_name="nightly"):
+            modes = {os.stat(p).st_mode & 0o777
+                     for p in (lock_path(results), job_lock_path(results, "nightly"))}
+    finally:
+        os.umask(old)
+    assert modes == {0o600}
