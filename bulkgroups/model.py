@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class Abandoned(Exception):
+    """The run is stopping and this request was never sent (or was waiting out a pause):
+    the row gets no outcome, so `resume` sends it. Raised by the transport after
+    `Target.abandon()`; adapters let it through and the engine catches it."""
+
+
 class Op(StrEnum):
     REMOVE = "remove"
     MOVE = "move"
