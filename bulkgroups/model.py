@@ -7,12 +7,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class Abandoned(Exception):
-    """The run is stopping and this request was never sent (or was waiting out a pause):
-    the row gets no outcome, so `resume` sends it. Raised by the transport after
-    `Target.abandon()`; adapters let it through and the engine catches it."""
-
-
 class Op(StrEnum):
     REMOVE = "remove"
     MOVE = "move"
@@ -38,6 +32,11 @@ class Status(StrEnum):
     def needs_attention(self) -> bool:
         """Outcomes that make a run's exit status 1."""
         return self in (Status.FAILED, Status.INVALID, Status.STALE)
+
+
+class Abandoned(Exception):
+    """The run is stopping and this row's request was never sent: the row gets no outcome,
+    so a resume sends it (the stop contract, see `Target.abandon`)."""
 
 
 class TargetKind(StrEnum):

@@ -12,9 +12,11 @@ private `_rate_per_sec`) and whose waits cannot be woken by a stop.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from types import TracebackType
 
-from bulkgroups.http.policy import window_pause_s
+from bulkgroups.http.policy import WINDOW_PAUSE_START_S, WINDOW_S, window_pause_s
 from bulkgroups.http.quota import Quota
 from bulkgroups.model import Abandoned
 
@@ -24,6 +26,10 @@ _FLOOR_SHARE = 0.05
 _CLIMB_SHARE = 0.02
 # Spend a quota at this share of what it allows, so jitter does not run it dry.
 _QUOTA_MARGIN = 0.9
+# No more than `rate` requests start in any 1 s + this margin: a request's start at the
+# server lags ours by its connection set-up (~30 ms for the first on loopback), which would
+# otherwise put rate + 1 starts in one of the server's seconds (from the engine branch).
+_WINDOW_MARGIN_S = 0.05
 # A quota states what the server allows, so it may pull the rate below the AIMD floor.
 _QUOTA_FLOOR_RATE = 0.2
 
@@ -39,11 +45,21 @@ class Pacer:
         "_next_at",
         "_pause_until",
         "_slots",
+        "_starts",
         "_stop",
         "_streak",
+        "_window",
     )
 
-    def __init__(self, *, rate: float, concurrency: int) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float,
+        concurrency: int,
+        window_start_s: float = WINDOW_PAUSE_START_S,
+        window_max_s: float = WINDOW_S,
+    ) -> None:
+        """`window_start_s`, `window_max_s`: the pause after a bare 429, and its bound."""
         if rate <= 0 or concurrency < 1:
             raise ValueError("rate must be > 0 and concurrency >= 1")
         self._max = rate
@@ -52,8 +68,12 @@ class Pacer:
         self._slots = asyncio.Semaphore(concurrency)
         self._pause_until = 0.0
         self._streak = 0  # bare 429 pauses since the last answer that was not a 429
+        self._window = (window_start_s, window_max_s)
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # When the last `rate` requests were let through: no one-second window (as the
+        # server sees it) holds more than `rate` starts.
+        self._starts: deque[float] = deque(maxlen=max(1, math.ceil(rate)))
 
     # -- state ------------------------------------------------------------------------------
 
@@ -96,7 +116,8 @@ class Pacer:
         if self.paused_s <= 0:
             self._streak += 1
             self.limited()
-            self.pause_for(window_pause_s(self._streak))
+            start_s, max_s = self._window
+            self.pause_for(window_pause_s(self._streak, start_s=start_s, max_s=max_s))
         return self.paused_s
 
     def answered(self, quota: Quota | None) -> None:
@@ -137,6 +158,15 @@ class Pacer:
 
     # -- waiting for a turn -----------------------------------------------------------------
 
+    def _free_at(self, now: float) -> float:
+        """When the next request may start: after any pause, its GCRA turn, and a second
+        (+ margin) after the `rate`-th last start."""
+        at = max(now, self._pause_until, self._next_at)
+        limit = max(1, math.floor(self._current))
+        if len(self._starts) >= limit:
+            at = max(at, self._starts[-limit] + 1.0 + _WINDOW_MARGIN_S)
+        return at
+
     async def turn(self, *, first: bool = False) -> None:
         """Wait out any pause, then this request's place in the rate. `first`: a request the
         others wait for (a sign-in or renewal) goes ahead of the booked turns, and pushes
@@ -149,14 +179,34 @@ class Pacer:
             if first:
                 self._next_at = max(now, self._next_at) + 1.0 / self._current
                 self.check()
+                self._starts.append(now)
                 return
-            at = max(now, self._next_at)
+            at = self._free_at(now)
             self._next_at = at + 1.0 / self._current
             await self.sleep(at - now)
             # A pause may have begun while this request waited for its turn.
-            if self._pause_until <= self._now():
+            now = self._now()
+            if self._pause_until <= now:
                 self.check()
+                self._starts.append(now)
                 return
+
+    async def ready(self) -> None:
+        """Returns once a request entering now would start at once: a concurrency slot free,
+        the rate's turn come, no pause. Takes nothing. For the batcher (engine's hook): a
+        batch keeps taking rows until its request can really go. Abandoned on a stop."""
+        while True:
+            now = self._now()
+            wait = self._free_at(now) - now
+            if wait > 0:
+                await self.sleep(wait)
+                continue
+            if self._slots.locked():
+                await self._take_slot()  # wait for a free slot, then give it back
+                self._slots.release()
+                continue
+            self.check()
+            return
 
     async def _take_slot(self) -> None:
         self.check()

@@ -83,9 +83,11 @@ class RetryPolicy:
         return status is None or status in RETRYABLE_STATUSES
 
 
-def window_pause_s(streak: int) -> float:
+def window_pause_s(
+    streak: int, *, start_s: float = WINDOW_PAUSE_START_S, max_s: float = WINDOW_S
+) -> float:
     """The pause after the `streak`-th bare 429 in a row (1-based): 2, 4, 8 … up to 60 s."""
-    return min(WINDOW_S, WINDOW_PAUSE_START_S * 2.0 ** max(0, min(streak, 16) - 1))
+    return min(max_s, start_s * 2.0 ** max(0, min(streak, 16) - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +146,13 @@ def decide(seen: Seen, policy: RetryPolicy) -> Decision:
     status = seen.status
     if status is None:
         return _again(seen, policy, seen.error or "no answer")
+    if seen.kind is BodyKind.TOO_LARGE:
+        # Not retried: it would be as large again. Not a refusal: one group may be huge.
+        return Fail(seen.error or f"HTTP {status}: the answer is larger than its limit")
     if 200 <= status < 300:
         return Done()
     if 300 <= status < 400:
         return _redirect(seen)
-    if seen.kind is BodyKind.TOO_LARGE:
-        return Fail(f"HTTP {status}: the answer is larger than the read limit: not read")
     if status == 429 or (status == 503 and _retry_after(seen) is not None):
         return _limited(seen, policy)
     if status in GATEWAY_STATUSES:
