@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from bulkgroups.sandbox import Faults, Limits, Sandbox, SandboxConfig, make_stat
 from bulkgroups.secret import Secret
 from bulkgroups.targets.connect import make_target
 from tests.support import fast_transport as transport
+from tests.support import last_outcomes, run_cli, write_job
 
 StartSandbox = Callable[..., Awaitable[Sandbox]]
 READ_ONLY = "sk-read-only"
@@ -244,3 +246,32 @@ async def test_403_after_a_success_fails_only_the_row(
         ("DELETE", f"/api/2.0/group/{gid}/members", 403),
     ]
     assert ds_groups(box) == before
+
+
+async def test_gateway_timeouts_and_html_503s_end_exact(tmp_path: Path) -> None:
+    """Issue 11: 5 % of writes applied then answered with nginx's 504 page, 10 % HTML 503s:
+    every row ends ok and the final membership is exactly the one asked for."""
+    faults = Faults(seed=11, timeout_after_apply_ratio=0.05, error_503_ratio=0.10)
+    state = make_state(docspace_groups=2, docspace_members=120)
+    async with Sandbox(state, config=SandboxConfig(faults=faults, limits=Limits.off())) as sb:
+        users = sb.dump()["docspace"]["users"]
+        groups = sb.dump()["docspace"]["groups"]
+        g_from, g_to = list(groups)[:2]
+        active = lambda ids: sorted(i for i in ids if users[i]["kind"] == "user")  # noqa: E731
+        removed = active(groups[g_from]["members"])[:80]
+        added = [u for u in active(users) if u not in groups[g_to]["members"]][:40]
+        rows = [{"op": "remove", "group": g_from, "member": m} for m in removed]
+        rows += [{"op": "add", "group": g_to, "member": m} for m in added]
+        expect_from = set(groups[g_from]["members"]) - set(removed)
+        expect_to = set(groups[g_to]["members"]) | set(added)
+        job = write_job(tmp_path, sb, rows=rows, limits={"max_retries": 6})
+        done = await run_cli("run", str(job), "--quiet", timeout_s=120)
+        assert done.code == 0, done.stderr
+        statuses = [e.status for e in sb.log]
+        assert 504 in statuses and 503 in statuses  # the faults did happen
+        after = sb.dump()["docspace"]["groups"]
+        assert set(after[g_from]["members"]) == expect_from
+        assert set(after[g_to]["members"]) == expect_to
+    outcomes = last_outcomes(tmp_path / "results.jsonl")
+    assert len(outcomes) == len(rows)
+    assert {o["status"] for o in outcomes.values()} == {"ok"}

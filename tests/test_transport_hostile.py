@@ -505,3 +505,46 @@ def test_importing_the_pipeline_loads_no_aiohttp() -> None:
     code = ("import sys, bulkgroups.engine, bulkgroups.http.policy, bulkgroups.http.scrub; "
             "sys.exit('aiohttp' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+async def test_sign_in_goes_through_the_runs_transport_pacer_and_session(
+    srv: Hostile, session: aiohttp.ClientSession
+) -> None:
+    """The sign-in waits out the pacer's pause like any request, is counted in
+    requests_sent, and a cookie its answer sets is never sent back (no jar): the next
+    request carries only the signed-in token, bare in Authorization."""
+    from bulkgroups.http.signin import Login, sign_in_for
+
+    pat = "pat-" + "Zq9x" * 10
+    srv.on("POST", "/api/2.0/authentication", hostile.set_cookie(
+        "asc_auth_key", "stale-cookie-value", hostile.json(
+            200, {"response": {"token": pat, "expires": "2099-01-01T00:00:00Z"},
+                  "status": 0, "statusCode": 200})))
+    srv.on("GET", DS_GROUP_PATH, hostile.json(200, hostile.docspace_group(GID, [UID])))
+    t = make_transport(srv, session)
+    async with sign_in_for(TargetKind.DOCSPACE, t, Login("a@b.c", Secret(PASSWORD))):
+        loop = asyncio.get_running_loop()
+        t.pacer.pause_for(0.3)
+        start = loop.time()
+        assert (await t.send("GET", DS_GROUP_PATH)).ok
+        assert srv.requests[0].at - start >= 0.29  # the sign-in waited out the pause
+    sign_in, read = srv.requests
+    assert (sign_in.method, sign_in.path) == ("POST", "/api/2.0/authentication")
+    assert "Authorization" not in sign_in.headers  # a sign-in carries no credential header
+    assert read.headers["Authorization"] == pat and "Cookie" not in read.headers
+    assert t.requests_sent == 2
+
+
+async def test_a_sign_in_refusal_echoing_the_password_is_scrubbed(
+    srv: Hostile, session: aiohttp.ClientSession
+) -> None:
+    from bulkgroups.http.signin import Login, sign_in_for
+
+    srv.fallback = hostile.echo_credentials(403, shape="adaxes")
+    t = make_transport(srv, session, kind=TargetKind.ADAXES)
+    async with sign_in_for(TargetKind.ADAXES, t, Login("EX\\a", Secret(PASSWORD))) as auth:
+        with pytest.raises(AuthRefused) as caught:
+            await auth.headers()
+    assert PASSWORD not in str(caught.value) and "refused the sign-in (HTTP 403)" in str(
+        caught.value)
+    assert len(srv.requests) == 1  # never repeated

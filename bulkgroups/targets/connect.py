@@ -125,6 +125,13 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
                           poll_limit_s=limits.timeout_s * POLL_LIMIT_FACTOR)
 
 
+def requests_sent(target: Target) -> int:
+    """Requests the target's transport put on the wire so far, sign-in included (for the
+    summary: a run stopped before any row finished still sent these)."""
+    t = getattr(target, "_t", None)
+    return t.requests_sent if isinstance(t, Transport) else 0
+
+
 # Rows a run may hold at once: with batching, enough to fill `concurrency` requests of
 # `batch_size` members each; bounded, since each waiting row holds a little memory.
 MAX_WORKERS = 2000
