@@ -221,6 +221,8 @@ def _limited(seen: Seen, policy: RetryPolicy) -> Decision:
 
 def _refusal(seen: Seen) -> Decision | None:
     status, said = seen.status, seen.message
+    if said == "no message" and seen.kind is not BodyKind.JSON:
+        said = "empty body" if seen.kind is BodyKind.EMPTY else seen.kind.value
     if status == 402:
         why = "the tenant is unpaid" if seen.kind is BodyKind.EMPTY else said
         return Refuse(TenantRefused(f"402 payment required: {why}"))
@@ -237,7 +239,7 @@ def _refusal(seen: Seen) -> Decision | None:
         return Refuse(AuthRefused(f"the target refused the credentials (401): {said}"))
     if status == 403 and seen.first:
         if seen.kind is BodyKind.EMPTY:
-            said = "empty body (a missing scope, or the tenant is being transferred)"
+            said = "empty body (a missing API-key scope, or the tenant is being transferred)"
         return Refuse(AuthRefused(f"the target refused access (403) on the first requests: {said}"))
     return None
 
