@@ -521,7 +521,9 @@ async def test_sign_in_goes_through_the_runs_transport_pacer_and_session(
             200, {"response": {"token": pat, "expires": "2099-01-01T00:00:00Z"},
                   "status": 0, "statusCode": 200})))
     srv.on("GET", DS_GROUP_PATH, hostile.json(200, hostile.docspace_group(GID, [UID])))
-    t = make_transport(srv, session)
+    # Concurrency 1: the worker holds the only slot while it waits for the sign-in, which
+    # takes none (else this would deadlock).
+    t = make_transport(srv, session, concurrency=1)
     async with sign_in_for(TargetKind.DOCSPACE, t, Login("a@b.c", Secret(PASSWORD))):
         loop = asyncio.get_running_loop()
         t.pacer.pause_for(0.3)
@@ -548,3 +550,21 @@ async def test_a_sign_in_refusal_echoing_the_password_is_scrubbed(
     assert PASSWORD not in str(caught.value) and "refused the sign-in (HTTP 403)" in str(
         caught.value)
     assert len(srv.requests) == 1  # never repeated
+
+
+async def test_a_403_after_a_successful_sign_in_still_stops_the_run(
+    srv: Hostile, session: aiohttp.ClientSession
+) -> None:
+    """A signed-in account that is not an administrator: sign-in 200, then 403 on the first
+    data request — the run stops (a sign-in's 200 is not a data request's success)."""
+    from bulkgroups.http.signin import Login, sign_in_for
+
+    srv.on("POST", "/api/2.0/authentication", hostile.json(
+        200, {"response": {"token": "pat-" + "Zq9x" * 10, "expires": "2099-01-01T00:00:00Z"},
+              "status": 0, "statusCode": 200}))
+    srv.fallback = hostile.json(403, {"status": 1, "statusCode": 403,
+                                      "error": {"message": "Access denied"}})
+    t = make_transport(srv, session)
+    async with sign_in_for(TargetKind.DOCSPACE, t, Login("a@b.c", Secret(PASSWORD))):
+        with pytest.raises(AuthRefused, match="403"):
+            await t.send("DELETE", DS_GROUP_PATH + "/members", json={"members": [UID]})

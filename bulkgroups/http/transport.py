@@ -274,7 +274,9 @@ class Transport:
                     continue
                 decision = decide(dataclasses.replace(seen, renewed=True), policy)
             if isinstance(decision, Done):
-                if got.status is not None and 200 <= got.status < 300:
+                # A sign-in's success says nothing of what the credential may do: a 403
+                # on the first data requests still stops the run.
+                if credentials and got.status is not None and 200 <= got.status < 300:
                     self.answered = True
                 error = None
                 if got.status is not None and got.status >= 300 and got.kind is not BodyKind.JSON:
