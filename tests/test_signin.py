@@ -529,3 +529,20 @@ def test_expiry_times_are_read_in_their_zone() -> None:
     assert seconds_left("soon", now=now) is None
     assert seconds_left(None, now=now) is None
 
+
+
+async def test_docspace_two_factor_account_stops_with_exit_3(tmp_path: Path) -> None:
+    """The sandbox's two-factor account: sign-in answers 200 with `tfa` and no token; the run
+    stops at once (exit 3), says why and what to use instead, and sends nothing else."""
+    state = state_with_password(docspace_groups=1, docspace_members=10)
+    state["docspace"]["tfa"] = [DS_USER]
+    async with Sandbox(state) as sb:
+        before = ds_groups(sb)
+        job = write_job(tmp_path, sb, rows=removals(before), signin=True)
+        done = await run_cli("run", str(job), "--quiet", env=ds_env())
+        assert done.code == 3, done.stderr
+        assert "two-factor" in done.stderr and "API key" in done.stderr
+        assert auth_calls(sb) == [("POST", DS_AUTH, 200)]
+        assert [e for e in sb.log if e.api == "docspace"] == []
+        assert ds_groups(sb) == before
+    assert not any(PASSWORD in t for t in produced(tmp_path, done.stdout, done.stderr))

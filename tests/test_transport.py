@@ -275,3 +275,25 @@ async def test_gateway_timeouts_and_html_503s_end_exact(tmp_path: Path) -> None:
     outcomes = last_outcomes(tmp_path / "results.jsonl")
     assert len(outcomes) == len(rows)
     assert {o["status"] for o in outcomes.values()} == {"ok"}
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("suspended", "the portal answers 404 with an empty body on every path: tenant suspended?"),
+    ("unpaid", "402 payment required: the tenant is unpaid"),
+])
+async def test_a_suspended_or_unpaid_sandbox_tenant_stops_the_run(
+    tmp_path: Path, mode: str, message: str
+) -> None:
+    """Issue 11: against the sandbox's tenant modes, exit 3 within a handful of requests,
+    saying which; no row gets an outcome."""
+    async with Sandbox(make_state(docspace_members=100)) as sb:
+        g0 = next(iter(sb.dump()["docspace"]["groups"]))
+        members = sorted(sb.dump()["docspace"]["groups"][g0]["members"])
+        rows = [{"op": "remove", "group": g0, "member": m} for m in members]
+        job = write_job(tmp_path, sb, rows=rows)
+        sb.set_tenant(mode)  # type: ignore[arg-type]
+        done = await run_cli("run", str(job), "--quiet")
+        assert done.code == 3, done.stderr
+        assert message in done.stderr
+        assert 1 <= len(sb.log) <= 12
+    assert last_outcomes(tmp_path / "results.jsonl") == {}
