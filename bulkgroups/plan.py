@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -349,13 +348,6 @@ def render_text(plan: Plan, *, job: str, kind: TargetKind, target: str) -> str:
 
 _DOCSPACE_GROUP = "/api/2.0/group/"
 _ADAXES_MEMBERS = "/api/directoryObjects/groupMembers"
-
-
-def _ssl(job: Job) -> ssl.SSLContext | bool:
-    # As in wiring: verification stays on; a private CA is added, never switched off.
-    if job.target.ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=str(job.target.ca_file))
 
 
 @contextlib.asynccontextmanager
