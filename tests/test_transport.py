@@ -297,3 +297,33 @@ async def test_a_suspended_or_unpaid_sandbox_tenant_stops_the_run(
         assert message in done.stderr
         assert 1 <= len(sb.log) <= 12
     assert last_outcomes(tmp_path / "results.jsonl") == {}
+
+
+async def test_sigterm_during_a_retry_after_600_exits_within_a_second(tmp_path: Path) -> None:
+    """Issue 10 item 9: the run waits out a 429 with Retry-After: 600; SIGTERM ends it within
+    timeout_s + 1 s (here: well within 3 s), the waiting rows get no outcome, and nothing
+    more is sent after the signal."""
+    import signal
+    import time as _time
+
+    from tests.support import finish, start_cli
+
+    async with Sandbox(make_state(docspace_members=50)) as sb:
+        g0 = next(iter(sb.dump()["docspace"]["groups"]))
+        members = sorted(sb.dump()["docspace"]["groups"][g0]["members"])
+        rows = [{"op": "remove", "group": g0, "member": m} for m in members[:20]]
+        job = write_job(tmp_path, sb, rows=rows, limits={"precheck": False, "timeout_s": 2})
+        sb.inject(429, count=1, retry_after_s=600, api="docspace")
+        proc = await start_cli("run", str(job), "--quiet")
+        await sb.wait_for_requests(1, timeout_s=30)
+        assert sb.log[0].status == 429  # that row now waits 600 s (or is about to)
+        start = _time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        done = await finish(proc, timeout_s=30)
+        took = _time.monotonic() - start
+        assert took < 3.0, f"{took:.1f} s"
+        assert "Traceback" not in done.stderr
+        assert [e for e in sb.log if e.start > start + 0.5] == []  # nothing sent after
+    outcomes = last_outcomes(tmp_path / "results.jsonl")
+    assert len(outcomes) < 20  # the paused row was not waited for: it has no outcome
+    assert all(o["status"] == "ok" for o in outcomes.values())

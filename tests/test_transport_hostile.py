@@ -292,7 +292,8 @@ async def test_abandon_ends_a_retry_after_600_wait_at_once(
     call = asyncio.create_task(t.send("GET", "/g"))
     other = asyncio.create_task(t.send("GET", "/h"))
     await srv.wait_for(1)
-    await asyncio.sleep(0.05)  # let the pause begin (the 429 is read after the server logs it)
+    while t.pacer.paused_s == 0:  # the client reads the 429 (loop turns, no timed sleep)
+        await asyncio.sleep(0)
     start = time.monotonic()
     t.abandon()
     for task in (call, other):
@@ -320,7 +321,8 @@ async def test_abandon_wakes_a_request_waiting_for_a_slot_and_a_backoff(
     slow_policy._policy = RetryPolicy(max_retries=5, base_s=100.0, cap_s=100.0)
     backoff = asyncio.create_task(slow_policy.send("GET", "/flaky"))
     await srv.wait_for(2)
-    await asyncio.sleep(0.05)
+    while len(srv.requests) < 2 or not backoff_started(slow_policy):
+        await asyncio.sleep(0)
     t.abandon()
     slow_policy.abandon()
     start = time.monotonic()
@@ -330,6 +332,11 @@ async def test_abandon_wakes_a_request_waiting_for_a_slot_and_a_backoff(
     assert time.monotonic() - start < 1.0
     assert (await wire).status == 200  # it was on the wire: it finished
     assert [r.path for r in srv.requests] == ["/slow", "/flaky"]
+
+
+def backoff_started(t: Transport) -> bool:
+    """The 503 was read (so the call is in, or about to enter, its 100 s backoff)."""
+    return t.answers_received >= 1
 
 
 async def test_requests_sent_counts_every_attempt(

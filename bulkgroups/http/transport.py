@@ -150,6 +150,7 @@ class Transport:
         "_session",
         "_timeout_s",
         "answered",
+        "answers_received",
         "requests_sent",
         "scrubber",
     )
@@ -193,6 +194,7 @@ class Transport:
         self.answered = False
         # Requests put on the wire (every attempt, sign-in included), for the summary.
         self.requests_sent = 0
+        self.answers_received = 0  # of those, the ones answered (status and body, or its limit)
 
     @property
     def auth(self) -> Auth:
@@ -366,6 +368,7 @@ class Transport:
         except RETRYABLE_ERRORS as exc:
             error = _describe(exc, wait_s, headers_seen=headers_seen)
             return _Got(None, _NO_HEADERS, None, BodyKind.NONE, error)
+        self.answers_received += 1
         if raw is None:
             return _Got(status, got_headers, None, BodyKind.TOO_LARGE,
                         f"HTTP {status}: the answer is larger than {limit // MiB} MiB: not read")
