@@ -575,3 +575,17 @@ async def test_a_403_after_a_successful_sign_in_still_stops_the_run(
     async with sign_in_for(TargetKind.DOCSPACE, t, Login("a@b.c", Secret(PASSWORD))):
         with pytest.raises(AuthRefused, match="403"):
             await t.send("DELETE", DS_GROUP_PATH + "/members", json={"members": [UID]})
+
+
+async def test_a_docspace_change_answered_with_a_big_group_is_read(
+    tmp_path: Path, srv: Hostile
+) -> None:
+    """DocSpace answers a removal with the whole group: 20,000 remaining members (~2 MB) is
+    over the 1 MiB of a small answer, so DocSpace runs give member changes the read limit."""
+    big = [f"{i:08x}-0000-4000-8000-000000000000" for i in range(20000)]
+    srv.on("DELETE", DS_GROUP_PATH + "/members",
+           hostile.json(200, hostile.docspace_group(GID, big)))
+    done = await run_cli("run", str(job(tmp_path, srv, "docspace")), "--quiet", token=DS_KEY)
+    assert done.code == 0, done.stderr
+    assert len(srv.requests) == 1
+    assert {o["status"] for o in last_outcomes(tmp_path / "results.jsonl").values()} == {"ok"}

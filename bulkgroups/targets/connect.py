@@ -16,7 +16,7 @@ from bulkgroups.http.auth import auth_for
 from bulkgroups.http.pacer import Pacer
 from bulkgroups.http.policy import RetryPolicy
 from bulkgroups.http.signin import Login, sign_in_for
-from bulkgroups.http.transport import Transport
+from bulkgroups.http.transport import ANSWER_LIMIT_BYTES, READ_LIMIT_BYTES, Transport
 from bulkgroups.job import Credentials, Job, JobError, load_credentials
 from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
@@ -106,6 +106,12 @@ async def open_transport(job: Job, endpoint: Endpoint) -> AsyncIterator[Transpor
             pacer=Pacer(rate=limits.rate, concurrency=limits.concurrency),
             policy=RetryPolicy(max_retries=limits.max_retries),
             timeout_s=limits.timeout_s,
+            # DocSpace answers every member change with the whole group (all its members):
+            # those answers get the read limit, not the 1 MiB of a small answer.
+            answer_limit_bytes=(
+                READ_LIMIT_BYTES if job.target.kind is TargetKind.DOCSPACE
+                else ANSWER_LIMIT_BYTES
+            ),
         )
         if isinstance(token, Secret):
             yield transport
