@@ -257,10 +257,10 @@ class Transport:
                 method, path, params=params, json=json, headers=headers, decode=decode,
                 credentials=credentials, wait_s=wait_s,
             )
-            if got.status != 429:
-                tries += 1
-            if method in _WRITES and (got.status is None or got.status == 504):
-                uncertain = True
+            tries += got.status != 429  # 429s spend the wait budget, not the retries
+            uncertain = uncertain or (
+                method in _WRITES and (got.status is None or got.status == 504)
+            )
             seen = Seen(
                 status=got.status, headers=got.headers, kind=got.kind,
                 message=message_of(got.body), tries=tries, limited_s=limited_s,
@@ -275,29 +275,35 @@ class Transport:
                     tries -= 1
                     continue
                 decision = decide(dataclasses.replace(seen, renewed=True), policy)
-            if isinstance(decision, Done):
-                # A sign-in's success says nothing of what the credential may do: a 403
-                # on the first data requests still stops the run.
-                if credentials and got.status is not None and 200 <= got.status < 300:
-                    self.answered = True
-                error = None
-                if got.status is not None and got.status >= 300 and got.kind is not BodyKind.JSON:
-                    error = f"HTTP {got.status} ({_shown(got.kind)})"
-                return Reply(got.status, got.body, attempts, error, got.kind, uncertain)
-            if isinstance(decision, Refuse):
-                raise decision.error
-            if isinstance(decision, Fail):
-                return Reply(got.status, got.body, attempts, decision.message, got.kind,
-                             uncertain)
             if isinstance(decision, PauseAll):
                 # Every worker waits in the pacer; this request then goes again.
                 limited_s += self._pause(decision.seconds)
                 continue
-            assert isinstance(decision, Retry)
-            after = decision.after_s
-            await self._pacer.sleep(
-                policy.backoff_s(tries - 1, rng=self._rng) if after is None else after
-            )
+            if isinstance(decision, Retry):
+                after = decision.after_s
+                await self._pacer.sleep(
+                    policy.backoff_s(tries - 1, rng=self._rng) if after is None else after
+                )
+                continue
+            assert not isinstance(decision, Renew)  # renewed=True: decide renews no more
+            return self._finish(decision, got, attempts, uncertain, credentials=credentials)
+
+    def _finish(
+        self, decision: Done | Fail | Refuse, got: _Got, attempts: int, uncertain: bool, *,
+        credentials: bool,
+    ) -> Reply:
+        if isinstance(decision, Refuse):
+            raise decision.error
+        if isinstance(decision, Fail):
+            return Reply(got.status, got.body, attempts, decision.message, got.kind, uncertain)
+        # A sign-in's success says nothing of what the credential may do: a 403 on the
+        # first data requests still stops the run.
+        if credentials and got.status is not None and 200 <= got.status < 300:
+            self.answered = True
+        error = None
+        if got.status is not None and got.status >= 300 and got.kind is not BodyKind.JSON:
+            error = f"HTTP {got.status} ({_shown(got.kind)})"
+        return Reply(got.status, got.body, attempts, error, got.kind, uncertain)
 
     def _pause(self, seconds: float | None) -> float:
         if seconds is None:
