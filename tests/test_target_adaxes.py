@@ -19,7 +19,7 @@ from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import AdaxesTarget, Members
 from bulkgroups.targets.base import Target
 from bulkgroups.targets.connect import make_target
-from bulkgroups.targets.dn import IdKind, guid_key, ident, normalize_dn
+from bulkgroups.identity import IdKind, guid_key, ident, normalize_dn
 from tests.support import fast_transport
 
 SALES = "CN=Sales,OU=Groups,DC=example,DC=com"  # holds every awkward DN of make_state

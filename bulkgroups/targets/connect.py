@@ -21,7 +21,7 @@ from bulkgroups.job import Credentials, Job, JobError, load_credentials
 from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import AdaxesTarget
-from bulkgroups.targets.base import Target
+from bulkgroups.targets.base import Adapter
 from bulkgroups.targets.docspace import DocSpaceTarget
 from bulkgroups.targets.operations import POLL_LIMIT_FACTOR
 
@@ -95,7 +95,7 @@ def _ssl(job: Job) -> ssl.SSLContext | bool:
 
 
 @contextlib.asynccontextmanager
-async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
+async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Adapter]:
     """One session for the whole run, its pool sized to the concurrency so a request never
     waits for a connection while its timeout runs."""
     limits = job.limits
@@ -138,7 +138,7 @@ def make_target(
     batch_size: int = 1,
     adm_wait_s: int | None = None,
     poll_limit_s: float = 300.0,
-) -> Target:
+) -> Adapter:
     """`protected`: ids a `move_all` must not carry along (the row ends `invalid`).
     `batch_size`: members a DocSpace list request may carry (Adaxes has no list call).
     `adm_wait_s`, `poll_limit_s`: Adaxes asynchronous execution (see `running`)."""
