@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from bulkgroups.http.auth import auth_for
+from bulkgroups.identity import IdKind, guid_key, ident, normalize_dn
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
@@ -19,7 +20,6 @@ from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import SIZE_LIMIT, AdaxesTarget, Members
 from bulkgroups.targets.base import Target
 from bulkgroups.targets.connect import make_target
-from bulkgroups.identity import IdKind, guid_key, ident, normalize_dn
 from tests.support import fast_transport
 
 SALES = "CN=Sales,OU=Groups,DC=example,DC=com"  # holds every awkward DN of make_state
