@@ -91,6 +91,46 @@ async def test_plan_of_the_undo_file_of_a_move_job_matches_its_run(tmp_path: Pat
         assert ds_groups(sb) == before
 
 
+async def test_plan_of_the_undo_file_of_an_adaxes_move_job_matches_its_run(
+    tmp_path: Path,
+) -> None:
+    """The same on Adaxes, members named by DN, GUID and SID (SIDs listed as arrays): plan
+    of the undo file predicts every move back as a change and the run makes them all."""
+    state = make_state(adaxes_groups=2, adaxes_members=20, docspace_groups=0, nested=False)
+    objects = state["adaxes"]["objects"]
+    g0, g1 = [dn for dn, o in objects.items() if o["type"] == "group"][:2]
+    movers = [m for m in objects[g0]["members"]
+              if m not in objects[g1]["members"] and objects[m]["type"] == "user"][:5]
+    assert len(movers) == 5
+    forms = ("dn", "guid", "sid")
+    rows = [{"op": "move", "group": g0, "to_group": g1,
+             "member": m if forms[i % 3] == "dn" else objects[m][forms[i % 3]]}
+            for i, m in enumerate(movers)]
+    async with Sandbox(state) as sb:
+        before = sb.dump()["adaxes"]["objects"]
+        first = tmp_path / "first"
+        first.mkdir()
+        ran = await run_cli("run", str(write_job(first, sb, kind="adaxes", rows=rows,
+                                                 fmt="jsonl")), "--quiet", token=AX_TOKEN)
+        assert ran.code == 0, ran.stderr
+        undo_file = tmp_path / "undo.csv"
+        undone = await run_cli("undo", str(first / "results.jsonl"), "-o", str(undo_file))
+        assert undone.code == 0, undone.stderr
+        back = read_csv(undo_file)
+        second = tmp_path / "second"
+        second.mkdir()
+        job = write_job(second, sb, kind="adaxes", rows=back)
+        code, plan = await plan_json(job, AX_TOKEN)
+        assert code == 0
+        assert plan["total"] == {"change": 5, "already": 0, "fail": 0, "invalid": 0}
+        ran = await run_cli("run", str(job), "--quiet", token=AX_TOKEN)
+        assert ran.code == 0, ran.stderr
+        assert run_counts(second / "results.jsonl") == nonzero(plan["total"])
+        after = sb.dump()["adaxes"]["objects"]
+        assert {g: sorted(after[g]["members"]) for g in (g0, g1)} == \
+            {g: sorted(before[g]["members"]) for g in (g0, g1)}
+
+
 async def test_adaxes_plan_says_what_business_rules_may_do(tmp_path: Path) -> None:
     """Adaxes groups with approval and denial rules: the read cannot know them, so plan
     counts those rows as change and says, for each, that they may end pending or failed;
