@@ -11,7 +11,6 @@ import pytest
 
 from bulkgroups.planning.group_guard import over_limit, refusal_text
 from bulkgroups.planning.planfile import (
-    Condition,
     PlanFileError,
     PlanHeader,
     PlannedRow,
@@ -26,6 +25,7 @@ from bulkgroups.planning.snapshot import (
     read_snapshots,
     snapshot_path,
 )
+from bulkgroups.targets.decision import Fact
 
 HEADER = PlanHeader(
     job="/jobs/j.toml", job_sha256="ab" * 32, target={"kind": "docspace", "base_url": "http://x"},
@@ -35,9 +35,9 @@ HEADER = PlanHeader(
 )
 ROWS = [
     PlannedRow(1, 2, "remove", "g1", "m1", "", "change",
-               pre=(Condition("g1", "m1", present=True),)),
+               pre=(Fact("g1", "m1", present=True),)),
     PlannedRow(2, 3, "remove", "g1", "m9", "", "already", reason="member not in group"),
-    PlannedRow(3, 4, "move_all", "g1", "", "g2", "change", pre=(Condition("g1", digest="d1"),)),
+    PlannedRow(3, 4, "move_all", "g1", "", "g2", "change", pre=(Fact("g1", "", present=True),)),
 ]
 
 

@@ -218,7 +218,7 @@ class AdaxesTarget:
         decision = await self._decided(row, trace)
         if isinstance(decision, Result):
             return decision
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         if row.op is Op.REMOVE:
@@ -388,9 +388,7 @@ class AdaxesTarget:
             return dst
         found = {norm_id(row.group): members, norm_id(row.to_group): dst}
         decision = self.decide(row, lambda g: found.get(norm_id(g), Unreadable(g)))
-        if decision.kind is Kind.ALREADY:
-            return trace.result(Status.NOOP, moved=(), left=())
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         return await self._walk(row, members, dst, trace)

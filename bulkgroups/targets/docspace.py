@@ -226,7 +226,7 @@ class DocSpaceTarget:
             return trace.result(Status.FAILED, str(exc))
 
     async def _carry_out(self, row: Row, decision: Decision, trace: Trace) -> Result:
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         if row.op is Op.REMOVE:
@@ -412,10 +412,7 @@ class DocSpaceTarget:
             return dst
         found = {norm_id(row.group): src, norm_id(row.to_group): dst}
         decision = self.decide(row, lambda g: found.get(norm_id(g), Unreadable(g)))
-        if decision.kind is Kind.ALREADY:
-            # Nothing to move; no write spent from the daily cap.
-            return trace.result(Status.NOOP, moved=(), left=())
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         path = f"{_GROUP}{_seg(row.group)}/members/{_seg(row.to_group)}"
