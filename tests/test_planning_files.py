@@ -115,3 +115,34 @@ def test_snapshots_keep_the_first_state_and_survive_a_torn_tail(tmp_path: Path) 
     assert len(p.read_bytes()) > len(whole)
     assert read_snapshots(tmp_path / "none.gz") == {}
     os.chmod(p, 0o600)
+
+
+def test_restore_reverses_only_what_changed_and_lists_what_cannot_be_put_back() -> None:
+    from bulkgroups.identity import norm_id
+    from bulkgroups.planning.restore import changes_of, restore
+
+    snaps = {
+        norm_id("G"): GroupSnapshot("G", "t", (SnapMember("a"), SnapMember("b"),
+                                               SnapMember("g1", kind="guest")), True),
+        norm_id("T"): GroupSnapshot("T", "t", (SnapMember("x"),), True),
+    }
+    changes = [
+        *changes_of("remove", "G", "A", "", None, None),  # a member, other case: put back
+        *changes_of("remove", "G", "zz", "", None, None),  # not listed: hidden terminated?
+        *changes_of("move", "G", "b", "T", None, None),  # moved: moved back
+        *changes_of("remove", "G", "g1", "", None, None),  # a guest: cannot be put back
+        *changes_of("add", "T", "x", "", None, None),  # already there: changed nothing
+        *changes_of("add", "T", "new", "", None, None),  # joined: taken out again
+        *changes_of("remove", "Other", "q", "", None, None),  # no snapshot: results decide
+    ]
+    r = restore(changes, snaps, key=norm_id, kind="docspace")
+    assert sorted(r.rows) == sorted([("add", "G", "A", ""), ("move", "T", "b", "G"),
+                                     ("remove", "T", "new", "")])
+    assert {(u.member, u.why.split(":")[0]) for u in r.cannot} == {
+        ("zz", "not listed before the run"), ("g1", "a guest")}
+    assert r.unchanged == 1
+    assert [c.member for c in r.unsnapped] == ["q"]
+    # Adaxes puts guests back like anyone and a member not listed was not a member.
+    ad = restore(changes, snaps, key=norm_id, kind="adaxes")
+    assert ("add", "G", "g1", "") in ad.rows
+    assert all(u.member != "zz" for u in ad.cannot) and ad.unchanged == 2
