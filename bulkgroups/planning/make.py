@@ -15,13 +15,13 @@ import orjson
 from bulkgroups.engine import now_iso
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import InvalidRow, Op, Row
+from bulkgroups.model import InvalidRow, Row
 from bulkgroups.plan import Plan, make_plan
 from bulkgroups.planning.checks import file_sha256, membership_digest
-from bulkgroups.planning.group_guard import GroupOverLimit, over_limit
+from bulkgroups.planning.group_guard import GroupOverLimit, over_limit, takes_out
 from bulkgroups.planning.planfile import PlanHeader, PlannedRow, plan_writer
 from bulkgroups.results.file import Fingerprint
-from bulkgroups.targets.decision import Decision, Kind, Lookup, Membership, Unreadable
+from bulkgroups.targets.decision import Decision, Lookup, Membership, Unreadable
 
 
 def header_for(job: Job, *, read_at: str, groups: dict[str, dict[str, object]]) -> PlanHeader:
@@ -33,18 +33,6 @@ def header_for(job: Job, *, read_at: str, groups: dict[str, dict[str, object]]) 
         input_fingerprint={"size": fp.size, "sha256": fp.sha256},
         read_at=read_at, groups=groups,
     )
-
-
-def removals_of(item: Row, decision: Decision, members_of: Lookup) -> int:
-    """Members the row's change takes out of `item.group` (the group guard counts these)."""
-    if decision.kind is not Kind.CHANGE:
-        return 0
-    if item.op in (Op.REMOVE, Op.MOVE):
-        return 1
-    if item.op is Op.MOVE_ALL:
-        src = members_of(item.group)
-        return 0 if isinstance(src, Unreadable) else len(src)
-    return 0
 
 
 @dataclass(slots=True)
@@ -73,12 +61,10 @@ class Recorder:
             self.out.write(orjson.dumps(header.to_json()) + b"\n")
 
     def record(self, item: Row | InvalidRow, decision: Decision, members_of: Lookup) -> None:
-        if isinstance(item, Row):
-            n = removals_of(item, decision, members_of)
-            if n:
-                key = norm_id(item.group)
-                self.removals[key] += n
-                self.spelled.setdefault(key, item.group)
+        if isinstance(item, Row) and takes_out(item.op.value, decision.kind.value):
+            key = norm_id(item.group)
+            self.removals[key] += 1
+            self.spelled.setdefault(key, item.group)
         if self.out is None:
             return
         line = PlannedRow(

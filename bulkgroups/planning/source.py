@@ -4,12 +4,16 @@ recorded as planned, without a request."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from bulkgroups.identity import norm_id
+from bulkgroups.job import Job
 from bulkgroups.model import InvalidRow, Item, Op, SkippedRow, Status
 from bulkgroups.planning.checks import CheckedRow
-from bulkgroups.planning.planfile import PlanFileError, PlannedRow, read_rows
+from bulkgroups.planning.group_guard import GroupOverLimit, over_limit, takes_out
+from bulkgroups.planning.planfile import PlanFileError, PlanHeader, PlannedRow, read_rows
 
 _OPS = {op.value: op for op in Op}
 
@@ -40,3 +44,20 @@ def _item(path: Path, p: PlannedRow) -> Item:
                        else "planned to fail")
     return SkippedRow(p.row, p.line, op, p.group, p.member, p.to_group, reason=why,
                       status=status)
+
+
+def plan_over_limit(path: Path, header: PlanHeader, job: Job) -> list[GroupOverLimit]:
+    """The group guard on a saved plan: its change rows' removals against the groups' sizes
+    as the plan read them (no request)."""
+    sizes = {norm_id(g): int(v["size"]) for g, v in header.groups.items()
+             if isinstance(v, dict) and type(v.get("size")) is int}
+    removals: Counter[str] = Counter()
+    spelled: dict[str, str] = {}
+    for p in read_rows(path):
+        if not takes_out(p.op, p.decision):
+            continue
+        removals[norm_id(p.group)] += 1
+        spelled.setdefault(norm_id(p.group), p.group)
+    s = job.safety
+    found = over_limit(removals, sizes, max_share=s.max_group_removal, min_size=s.min_group_size)
+    return [GroupOverLimit(spelled.get(g.group, g.group), g.size, g.removing) for g in found]
