@@ -137,7 +137,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
 
     def rows() -> Iterator[Item]:
         if req.plan is not None:
-            planned = plan_items(req.plan)
+            planned = plan_items(req.plan, resumed=req.resume)
             return unfinished(planned, done) if done is not None else planned
         # dedupe before unfinished: a resume must see the rows a run finished to know which
         # later rows repeat them.

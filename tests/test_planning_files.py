@@ -146,3 +146,25 @@ def test_restore_reverses_only_what_changed_and_lists_what_cannot_be_put_back() 
     ad = restore(changes, snaps, key=norm_id, kind="adaxes")
     assert ("add", "G", "g1", "") in ad.rows
     assert all(u.member != "zz" for u in ad.cannot) and ad.unchanged == 2
+
+
+def test_stale_reason_compares_the_plan_with_the_fresh_decision() -> None:
+    from bulkgroups.model import Op
+    from bulkgroups.planning.checks import CheckedRow, stale_reason
+    from bulkgroups.targets.decision import Decision, Kind
+
+    planned = CheckedRow(1, 2, Op.REMOVE, "G", "m", pre=(Fact("G", "m", present=True),))
+    gone = Decision(Kind.ALREADY, precondition=(Fact("G", "m", present=False),))
+    still = Decision(Kind.CHANGE, precondition=(Fact("G", "m", present=True),))
+    assert stale_reason(planned, still) is None
+    assert stale_reason(planned, gone) == "member already left group G after the plan"
+    add = CheckedRow(1, 2, Op.ADD, "G", "m", pre=(Fact("G", "m", present=False),))
+    assert stale_reason(add, Decision(Kind.ALREADY, precondition=(Fact("G", "m", True),))) \
+        == "member joined group G after the plan"
+    # A hidden member the fresh read cannot settle: sent, as a run would.
+    assert stale_reason(planned, Decision(Kind.CHANGE, unsure="hidden")) is None
+    # A resumed apply's own earlier change is no drift.
+    resumed = CheckedRow(1, 2, Op.REMOVE, "G", "m", pre=planned.pre, resumed=True)
+    assert stale_reason(resumed, gone) is None
+    from bulkgroups.model import Row
+    assert stale_reason(Row(1, 2, Op.REMOVE, "G", "m"), gone) is None

@@ -23,13 +23,16 @@ class CheckedRow(Row):
     """A row of a saved plan: sent only while `pre` (as planned) still holds."""
 
     pre: tuple[Fact, ...] = ()
+    # A resumed apply: its own earlier attempt may have made the change before the crash
+    # took its answer, so a row whose goal already holds is `noop`, not `stale`.
+    resumed: bool = False
 
 
 def stale_reason(row: Row, now: Decision) -> str | None:
     """Why a planned change no longer stands, given the adapter's decision from a fresh
     read; None when it does (or `row` is no plan's row). A fact the fresh read cannot tell
     (a hidden member, a SID the list did not carry) is left to the send, as a run would."""
-    if not isinstance(row, CheckedRow):
+    if not isinstance(row, CheckedRow) or (row.resumed and now.kind is Kind.ALREADY):
         return None
     current = {(f.group, f.member): f.present for f in now.precondition}
     for fact in row.pre:

@@ -18,11 +18,11 @@ from bulkgroups.planning.planfile import PlanFileError, PlanHeader, PlannedRow, 
 _OPS = {op.value: op for op in Op}
 
 
-def plan_items(path: Path) -> Iterator[Item]:
+def plan_items(path: Path, *, resumed: bool = False) -> Iterator[Item]:
     """Raises PlanFileError on a line that cannot be trusted (the whole plan is refused
     before anything is sent: callers read it through once first, see `check_plan`)."""
     for p in read_rows(path):
-        yield _item(path, p)
+        yield _item(path, p, resumed=resumed)
 
 
 def check_plan(path: Path) -> int:
@@ -30,7 +30,7 @@ def check_plan(path: Path) -> int:
     return sum(1 for _ in plan_items(path))
 
 
-def _item(path: Path, p: PlannedRow) -> Item:
+def _item(path: Path, p: PlannedRow, *, resumed: bool) -> Item:
     if p.decision == "invalid":
         return InvalidRow(p.row, p.line, p.reason or "invalid", p.op, p.group, p.member,
                           p.to_group)
@@ -38,7 +38,8 @@ def _item(path: Path, p: PlannedRow) -> Item:
     if op is None:
         raise PlanFileError(path, f"row {p.row}: unknown op {p.op!r}")
     if p.decision == "change":
-        return CheckedRow(p.row, p.line, op, p.group, p.member, p.to_group, pre=p.pre)
+        return CheckedRow(p.row, p.line, op, p.group, p.member, p.to_group, pre=p.pre,
+                          resumed=resumed)
     status = Status.NOOP if p.decision == "already" else Status.FAILED
     why = p.reason or ("already done when the plan was made" if status is Status.NOOP
                        else "planned to fail")
