@@ -17,7 +17,7 @@ from bulkgroups.http.transport import Reply
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
 from bulkgroups.sandbox import Sandbox, SandboxConfig, make_state
 from bulkgroups.targets.connect import make_target
-from bulkgroups.targets.docspace import DocSpaceTarget
+from bulkgroups.targets.docspace import HIDDEN_REMOVED, DocSpaceTarget
 from tests.support import AX_TOKEN, DS_TOKEN, last_outcomes, run_cli, write_job
 from tests.support import fast_transport as transport
 
@@ -187,8 +187,9 @@ async def test_removing_terminated_members_leaves_them_gone(tmp_path: Path) -> N
         assert len(deletes) == 3
         assert not set(gone) & ds_groups(sb)[g0]
     outcomes = last_outcomes(tmp_path / "results.jsonl")
-    assert [o["status"] for o in sorted(outcomes.values(), key=lambda o: o["row"])] == \
-        ["ok", "ok", "ok", "noop"]
+    ordered = sorted(outcomes.values(), key=lambda o: o["row"])
+    assert [o["status"] for o in ordered] == ["ok", "ok", "ok", "noop"]
+    assert [o["error"] for o in ordered[:3]] == [HIDDEN_REMOVED] * 3
 
 
 async def test_terminated_removal_without_the_people_read_is_not_called_done(

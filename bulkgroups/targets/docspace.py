@@ -33,6 +33,8 @@ from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
 
 _GROUP = "/api/2.0/group/"
 _PEOPLE = "/api/2.0/people/filter"
+HIDDEN_REMOVED = "a terminated account (hidden from member lists), removed: DocSpace will " \
+    "not add it back"
 _PAGE = 100  # the most `count` may be (ApiContext.MaxCount)
 _TERMINATED = "2"  # EmployeeStatus.Terminated
 
@@ -355,16 +357,19 @@ class DocSpaceTarget:
         if listed:
             return trace.result(Status.FAILED,
                                 f"DocSpace still lists {row.member} in {row.group}")
+        src = self._cache.peek(row.group) if self._cache is not None else None
+        was_hidden = src is not None and src.is_hidden(row.member)
         self._note(row.group, row.member, present=False)
         if decision.unsure is not None:
             # Sent in case it was a hidden terminated member; whether it was is not known,
             # so neither `ok` (undo would add back someone who may never have been there)
             # nor `noop` (it may have been removed) is true. The membership is right now.
-            src = self._cache.peek(row.group) if self._cache is not None else None
             why = f" ({src.hidden_why})" if src is not None and src.hidden_why else ""
             return trace.result(Status.FAILED, f"{row.member} {HIDDEN_UNKNOWN}{why}: the "
                                 "removal was sent, but whether it changed anything is unknown")
-        return trace.result(Status.OK)
+        # A note on an `ok` row (report counts errors of failed rows only): undo cannot put
+        # a terminated account back, since adds skip them.
+        return trace.result(Status.OK, HIDDEN_REMOVED if was_hidden else None)
 
     async def _add(self, row: Row, trace: Trace) -> Result:
         reply = await self._change("PUT", row.group, row.member, trace)
