@@ -18,7 +18,7 @@ from typing import Any
 
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import InvalidRow, Row, TargetKind
+from bulkgroups.model import InvalidRow, Item, Row, SkippedRow, TargetKind
 from bulkgroups.rows.guard import count_changes, guard
 from bulkgroups.rows.readers import read_rows
 from bulkgroups.targets.base import Adapter
@@ -99,7 +99,7 @@ class Plan:
             },
         }
 
-    def count(self, item: Row | InvalidRow, decision: Decision, label: str | None) -> None:
+    def count(self, item: Item, decision: Decision, label: str | None) -> None:
         self.total.add(decision.kind)
         if label is not None:
             self.groups.setdefault(label, Counts()).add(decision.kind)
@@ -113,7 +113,7 @@ class Plan:
 
 
 def tally(
-    items: Iterable[Row | InvalidRow],
+    items: Iterable[Item],
     members_of: Lookup,
     decide: Decide,
     *,
@@ -128,6 +128,9 @@ def tally(
             if item.group.strip() else None
         if isinstance(item, InvalidRow):
             plan.count(item, Decision(Kind.INVALID, item.reason), label)
+            continue
+        if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
+            plan.count(item, Decision(Kind.ALREADY, item.reason), label)
             continue
         decision = decide(item, members_of)
         plan.count(item, decision, label)
