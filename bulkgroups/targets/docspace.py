@@ -28,6 +28,7 @@ from bulkgroups.targets.decision import (
     Unreadable,
     in_group,
     judge,
+    unchecked,
 )
 from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
 
@@ -201,7 +202,10 @@ class DocSpaceTarget:
         self._t.abandon()
 
     def decide(self, row: Row, members_of: Lookup) -> Decision:
-        return decide(row, members_of, self._protected)
+        decision = decide(row, members_of, self._protected)
+        if self._cache is None:  # what a run without precheck will meet
+            return unchecked(decision, row, already_is_ok=True)
+        return decision
 
     async def membership(self, group: str) -> DsMembers | Unreadable:
         """A group as `plan` sees it: listed members, and the terminated ones it hides."""
