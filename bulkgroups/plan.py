@@ -18,7 +18,7 @@ from typing import Any
 
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import InvalidRow, Row, TargetKind
+from bulkgroups.model import InvalidRow, Item, Row, SkippedRow, TargetKind
 from bulkgroups.rows.guard import count_changes, guard
 from bulkgroups.rows.readers import read_rows
 from bulkgroups.targets.base import Adapter
@@ -102,7 +102,7 @@ class Plan:
             },
         }
 
-    def count(self, item: Row | InvalidRow, decision: Decision, label: str | None) -> None:
+    def count(self, item: Item, decision: Decision, label: str | None) -> None:
         self.total.add(decision.kind)
         if label is not None:
             self.groups.setdefault(label, Counts()).add(decision.kind)
@@ -116,7 +116,7 @@ class Plan:
 
 
 def tally(
-    items: Iterable[Row | InvalidRow],
+    items: Iterable[Item],
     members_of: Lookup,
     decide: Decide,
     *,
@@ -135,6 +135,9 @@ def tally(
             plan.count(item, invalid, label)
             if record is not None:
                 record(item, invalid, members_of)
+            continue
+        if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
+            plan.count(item, Decision(Kind.ALREADY, item.reason), label)
             continue
         decision = decide(item, members_of)
         plan.count(item, decision, label)

@@ -405,3 +405,15 @@ async def test_plan_text_exit_0_and_refused_credentials_exit_3(tmp_path: Path) -
     (tmp_path / "bad.toml").write_text("[job]\n", encoding="utf-8")
     bad = await plan_cli(str(tmp_path / "bad.toml"), token=DS_TOKEN)
     assert bad.code == 2 and "bad.toml" in bad.stderr
+
+
+def test_a_duplicate_row_is_already_done() -> None:
+    """A copy of an earlier row (dedupe's SkippedRow) is the run's noop: already."""
+    from bulkgroups.model import SkippedRow
+    items: list[Any] = [
+        row(Op.REMOVE, G1, A, n=1),
+        SkippedRow(row=2, line=3, op=Op.REMOVE, group=G1, member=A, to_group="",
+                   reason="duplicate of row 1"),
+    ]
+    plan = tally(items, ds_snapshot({G1: [A]}), docspace.decide, max_changes=10, changes=1)
+    assert plan.total.to_json() == {"change": 1, "already": 1, "fail": 0, "invalid": 0}

@@ -657,3 +657,20 @@ async def test_factory_builds_the_adaxes_adapter(
     auth = auth_for(TargetKind.ADAXES, Secret("adm-x"))
     assert await auth.headers() == {"Adm-Authorization": "adm-x"}
     assert isinstance(target(box, client, precheck=False), AdaxesTarget)
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"objectSid": ["S-1-5-21-1-2-3-1100"]},  # current versions: every value an array
+        {"objectSid": "S-1-5-21-1-2-3-1100"},  # other versions: a plain string
+        [{"propertyName": "objectSid", "values": ["S-1-5-21-1-2-3-1100"]}],
+    ],
+)
+def test_sids_are_read_from_arrays_and_strings(props: Any) -> None:
+    """The member list's `properties` carry the SID as an array or a string: either way a
+    row naming the SID (any case) finds the member, and another SID is settled absent."""
+    members = Members.parse([{"dn": "CN=a,DC=x", "properties": props}])
+    assert members is not None
+    assert members.has("s-1-5-21-1-2-3-1100") is True
+    assert members.has("S-1-5-21-1-2-3-1101") is False

@@ -100,6 +100,8 @@ async def test_docspace_answers_that_are_not_a_group_fail_the_row(
     assert result.status is Status.FAILED
     assert result.error is not None
     assert result.error.startswith("unexpected answer: ") and result.error.endswith("HTTP 200")
+    if content_type == "text/html":
+        assert result.error == "unexpected answer: HTML page, HTTP 200"
 
 
 async def test_docspace_group_still_listing_the_member_fails(

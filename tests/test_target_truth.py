@@ -17,7 +17,7 @@ from bulkgroups.http.transport import Reply
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
 from bulkgroups.sandbox import Sandbox, SandboxConfig, make_state
 from bulkgroups.targets.connect import make_target
-from bulkgroups.targets.docspace import DocSpaceTarget
+from bulkgroups.targets.docspace import HIDDEN_REMOVED, DocSpaceTarget
 from tests.support import AX_TOKEN, DS_TOKEN, last_outcomes, run_cli, write_job
 from tests.support import fast_transport as transport
 
@@ -187,8 +187,9 @@ async def test_removing_terminated_members_leaves_them_gone(tmp_path: Path) -> N
         assert len(deletes) == 3
         assert not set(gone) & ds_groups(sb)[g0]
     outcomes = last_outcomes(tmp_path / "results.jsonl")
-    assert [o["status"] for o in sorted(outcomes.values(), key=lambda o: o["row"])] == \
-        ["ok", "ok", "ok", "noop"]
+    ordered = sorted(outcomes.values(), key=lambda o: o["row"])
+    assert [o["status"] for o in ordered] == ["ok", "ok", "ok", "noop"]
+    assert [o["error"] for o in ordered[:3]] == [HIDDEN_REMOVED] * 3
 
 
 async def test_terminated_removal_without_the_people_read_is_not_called_done(
@@ -257,3 +258,30 @@ async def test_adaxes_list_capped_at_1000_by_default_is_read_whole(
     result = await target.apply(Row(1, 2, Op.REMOVE, g0, last))
     assert result == Result(Status.OK, http_status=200, attempts=1)
     assert last not in sb.dump()["adaxes"]["objects"][g0]["members"]
+
+
+async def test_plan_of_a_job_without_precheck_predicts_what_it_records(tmp_path: Path) -> None:
+    """With precheck off the run sends every row unread: on DocSpace a removal of a
+    non-member is recorded ok, and a move of someone in neither group adds them to the
+    destination. plan says change for those (precheck off), so its counts are the run's."""
+    state = make_state(docspace_groups=2, docspace_members=8, guests=0, terminated=0,
+                       adaxes_groups=0)
+    async with Sandbox(state) as sb:
+        g0, g1 = list(ds_groups(sb))
+        now = ds_groups(sb)
+        users = kinds(sb)
+        strangers = [u for u in users if all(u not in m for m in now.values())][:2]
+        member = sorted(now[g0] - now[g1])[0]
+        rows = [{"op": "remove", "group": g0, "member": member},
+                {"op": "remove", "group": g0, "member": strangers[0]},
+                {"op": "move", "group": g0, "member": strangers[1], "to_group": g1}]
+        job = write_job(tmp_path, sb, rows=rows, limits={"precheck": False})
+        code, plan = await plan_json(job, DS_TOKEN)
+        assert code == 0
+        assert plan["total"] == {"change": 3, "already": 0, "fail": 0, "invalid": 0}
+        from bulkgroups.targets.decision import NO_PRECHECK
+        assert plan["unsure"] == {NO_PRECHECK: 2}
+        ran = await run_cli("run", str(job), "--quiet")
+        assert ran.code == 0, ran.stderr
+        assert strangers[1] in ds_groups(sb)[g1]
+    assert run_counts(tmp_path / "results.jsonl") == nonzero(plan["total"])

@@ -20,7 +20,15 @@ from bulkgroups.http.transport import Reply, Transport, message_of
 from bulkgroups.identity import Ident, IdKind, ident, norm_id
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.planning.snapshot import SnapMember
-from bulkgroups.targets.decision import Decision, Kind, Lookup, OnRead, Unreadable, judge
+from bulkgroups.targets.decision import (
+    Decision,
+    Kind,
+    Lookup,
+    OnRead,
+    Unreadable,
+    judge,
+    unchecked,
+)
 from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
 from bulkgroups.targets.operations import wait_for_operation
 
@@ -208,7 +216,11 @@ class AdaxesTarget:
         self._t.abandon()
 
     def decide(self, row: Row, members_of: Lookup) -> Decision:
-        return decide(row, members_of, self._protected)
+        decision = decide(row, members_of, self._protected)
+        if self._cache is None:  # what a run without precheck will meet
+            # A refusal is settled from a read: already-done rows still end noop.
+            return unchecked(decision, row, already_is_ok=False)
+        return decision
 
     async def membership(self, group: str) -> Members | Unreadable:
         """A group's direct members as `plan` sees them: the read a precheck makes."""

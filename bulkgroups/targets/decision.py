@@ -173,6 +173,23 @@ def judge(row: Row, members_of: Lookup, *, protected: frozenset[str] = frozenset
     return Decision(Kind.FAIL, f"unsupported op {row.op!r}")
 
 
+NO_PRECHECK = "precheck is off: the run sends it without looking at the membership"
+
+
+def unchecked(decision: Decision, row: Row, *, already_is_ok: bool) -> Decision:
+    """What a run without precheck meets instead of `decision`: it sends every remove, add
+    and move. A move of someone in neither group then adds the member to `to_group` (both
+    APIs); where the API's answer cannot tell "already" from "done" (`already_is_ok`:
+    DocSpace), an already-done row is recorded as a change too."""
+    if row.op is Op.MOVE_ALL or not decision.precondition:
+        return decision  # move_all reads anyway; an unreadable group fails either way
+    neither = decision.kind is Kind.FAIL and row.op is Op.MOVE and all(
+        not f.present for f in decision.precondition)
+    if neither or (already_is_ok and decision.kind is Kind.ALREADY):
+        return Decision(Kind.CHANGE, unsure=NO_PRECHECK)
+    return decision
+
+
 def effect(row: Row, members_of: Lookup) -> None:
     """Make a CHANGE row's change in the memberships, so that later rows see it."""
     src = members_of(row.group)

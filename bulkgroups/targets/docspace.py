@@ -30,11 +30,14 @@ from bulkgroups.targets.decision import (
     Unreadable,
     in_group,
     judge,
+    unchecked,
 )
 from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
 
 _GROUP = "/api/2.0/group/"
 _PEOPLE = "/api/2.0/people/filter"
+HIDDEN_REMOVED = "a terminated account (hidden from member lists), removed: DocSpace will " \
+    "not add it back"
 _PAGE = 100  # the most `count` may be (ApiContext.MaxCount)
 _TERMINATED = "2"  # EmployeeStatus.Terminated
 
@@ -220,7 +223,10 @@ class DocSpaceTarget:
         self._t.abandon()
 
     def decide(self, row: Row, members_of: Lookup) -> Decision:
-        return decide(row, members_of, self._protected)
+        decision = decide(row, members_of, self._protected)
+        if self._cache is None:  # what a run without precheck will meet
+            return unchecked(decision, row, already_is_ok=True)
+        return decision
 
     async def membership(self, group: str) -> DsMembers | Unreadable:
         """A group as `plan` sees it: listed members, and the terminated ones it hides."""
@@ -381,16 +387,19 @@ class DocSpaceTarget:
         if listed:
             return trace.result(Status.FAILED,
                                 f"DocSpace still lists {row.member} in {row.group}")
+        src = self._cache.peek(row.group) if self._cache is not None else None
+        was_hidden = src is not None and src.is_hidden(row.member)
         self._note(row.group, row.member, present=False)
         if decision.unsure is not None:
             # Sent in case it was a hidden terminated member; whether it was is not known,
             # so neither `ok` (undo would add back someone who may never have been there)
             # nor `noop` (it may have been removed) is true. The membership is right now.
-            src = self._cache.peek(row.group) if self._cache is not None else None
             why = f" ({src.hidden_why})" if src is not None and src.hidden_why else ""
             return trace.result(Status.FAILED, f"{row.member} {HIDDEN_UNKNOWN}{why}: the "
                                 "removal was sent, but whether it changed anything is unknown")
-        return trace.result(Status.OK)
+        # A note on an `ok` row (report counts errors of failed rows only): undo cannot put
+        # a terminated account back, since adds skip them.
+        return trace.result(Status.OK, HIDDEN_REMOVED if was_hidden else None)
 
     async def _add(self, row: Row, trace: Trace) -> Result:
         reply = await self._change("PUT", row.group, row.member, trace)

@@ -92,13 +92,9 @@ class UnexpectedAnswers(AuthRefused):
 
 
 def body_kind(reply: Reply) -> str:
-    """What an answer's body was, in words: "HTML page", "empty", "not JSON", "JSON"."""
-    told = getattr(reply, "body_kind", None)  # the transport says, once it does (issue 10)
-    if isinstance(told, str) and told:
-        return told
-    if reply.body is None:
-        return "empty or not JSON"
-    return "JSON of another shape"
+    """What an answer's body was, in words: "HTML page", "empty", "not JSON", "JSON" (then
+    of another shape than the API's), as the transport saw it."""
+    return reply.body_kind.value
 
 
 class AnswerCheck:
