@@ -27,6 +27,7 @@ from typing import IO, Any, Final, Literal
 
 import orjson
 
+from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Status
 from bulkgroups.results.file import MAX_ROW, Record, ResultsReader, decode
 
@@ -89,7 +90,7 @@ def reverse(record: Record) -> tuple[InputRow, ...]:
         return (InputRow("remove", group, member),)
     if not to_group:
         return ()
-    if member in record.left:
+    if norm_id(member) in {norm_id(n) for n in record.left}:
         # A move whose member was already in `to_group` only left `group`.
         return (InputRow("add", group, member),)
     return (InputRow("move", to_group, member, group),)
