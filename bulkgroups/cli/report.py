@@ -176,6 +176,12 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
 
     Rows that ended noop, failed, invalid or pending are not reversed, except a move_all
     that moved some members before it failed: its line lists them, and they go back.
+
+    When the run left snapshots of its groups (RESULTS.snapshot.jsonl.gz, written by every
+    run with precheck), the rows put each member the run changed back to its state before
+    the run and nothing else, and a change the API cannot reverse (DocSpace will not add a
+    guest or a terminated account back) is listed instead of written. Plan the file, then
+    apply it: a member someone else changed since is then left alone.
     Exits 0, or 2 when the results cannot be read or FILE exists (without --force).
     """
     fmt = detect_format(output)
@@ -186,8 +192,11 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
         _fail(f"{output}: that is the results file or its metadata; write elsewhere")
     meta = _meta(results)
     try:
+        target = meta.get("target") if meta else None
+        kind = target.get("kind") if isinstance(target, dict) else None
         summary = write_undo(results, output, fmt=fmt, force=force, max_row=max_row_of(meta),
-                             require_lines=meta is None)
+                             require_lines=meta is None,
+                             kind=kind if isinstance(kind, str) else None)
     except ResultsFileError as exc:
         _fail(str(exc))
     except OutputExists:
@@ -201,6 +210,12 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
 
 def _undo_warnings(summary: UndoSummary, meta: Mapping[str, Any] | None, results: Path,
                    output: Path) -> None:
+    for u in summary.not_restorable[:_LISTED]:
+        _warn(f"cannot put back {u.member} in {u.group}: {u.why}")
+    if len(summary.not_restorable) > _LISTED:
+        _warn(f"... and {len(summary.not_restorable) - _LISTED:,} more that cannot be put back")
+    if summary.from_snapshot:
+        return _undo_other_warnings(summary, results)
     trust = trust_of(meta)
     removes = summary.undone.get("remove", 0)
     others = summary.undone.get("add", 0) + summary.undone.get("move", 0)
@@ -218,6 +233,14 @@ def _undo_warnings(summary: UndoSummary, meta: Mapping[str, Any] | None, results
                "before" if others else "")
             + f". Check {output} before running it."
         )
+    _undo_other_warnings(summary, results)
+
+
+# Rows listed one by one as not restorable; the rest are counted.
+_LISTED = 100
+
+
+def _undo_other_warnings(summary: UndoSummary, results: Path) -> None:
     if summary.cannot:
         _warn(f"{summary.cannot:,} results lines record a change without saying which members "
               "it moved (move_all lines of an older version): not undone")

@@ -29,6 +29,8 @@ import orjson
 
 from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Status
+from bulkgroups.planning.restore import Change, Restore, Unrestorable, changes_of, restore
+from bulkgroups.planning.snapshot import read_snapshots, snapshot_path
 from bulkgroups.results.file import MAX_ROW, Record, ResultsReader, decode
 
 Format = Literal["csv", "jsonl"]
@@ -130,6 +132,11 @@ class UndoSummary:
     cannot: int  # lines recording a change without saying what (old move_all lines)
     lines: int  # readable results lines
     unreadable: int  # torn or damaged lines, skipped
+    # With the run's snapshots: changes the API cannot reverse (each with why), and changes
+    # of nothing (the member was already so before the run), neither written as a row.
+    not_restorable: tuple[Unrestorable, ...] = ()
+    unchanged: int = 0
+    from_snapshot: bool = False
 
     @property
     def total(self) -> int:
@@ -292,18 +299,23 @@ class InputFileWriter:
 
 
 def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False,
-               max_row: int = MAX_ROW, require_lines: bool = True) -> UndoSummary:
+               max_row: int = MAX_ROW, require_lines: bool = True,
+               kind: str | None = None) -> UndoSummary:
     """Write to `out` the rows that undo what `results` records as done, latest first.
     `max_row`: the most rows the run's input can have (`file.max_row_of(meta)`);
-    `require_lines`: an empty file is an error (off when its metadata says it is a run's).
+    `require_lines`: an empty file is an error (off when its metadata says it is a run's);
+    `kind`: the target's, from the metadata. When the run left snapshots of its groups, the
+    rows restore each changed member to its state before the run (`planning.restore`).
     Raises ResultsFileError when the results cannot be read or are not results, OSError when
     `out` cannot be written, OutputExists when `out` is there and `force` is off."""
     if not force and out.exists():
         raise OutputExists(str(out))
     index = _index(results, max_row, require_lines)
+    snapshots = read_snapshots(snapshot_path(results))
     written: Counter[str] = Counter()
     undone: Counter[str] = Counter()
     cannot = 0
+    recorded: list[list[Change]] = []  # latest first, as the file is read back
     with InputFileWriter(out, fmt, force=force) as writer, open(results, "rb") as f:
         for start, line in _read_back(f, index.backwards()):
             record = decode(line, start, max_row=max_row)
@@ -311,16 +323,38 @@ def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False,
                 cannot += 1  # changed since the first pass, or an old move_all line
                 continue
             undone[record.op] += 1
+            if snapshots:
+                recorded.append(changes_of(record.op, record.group, record.member,
+                                           record.to_group, record.moved, record.left))
+                continue
             for row in rows:
                 writer.write(row)
                 written[row.op] += 1
+        changes = [c for cs in reversed(recorded) for c in cs]
+        exact = restore(changes, snapshots, key=norm_id, kind=kind or "") if snapshots else None
+        for row in _restoring_rows(exact):
+            writer.write(row)
+            written[row.op] += 1
     return UndoSummary(
         written=dict(written),
         undone=dict(undone),
         cannot=cannot,
         lines=index.lines,
         unreadable=index.unreadable,
+        not_restorable=tuple(exact.cannot) if exact else (),
+        unchanged=exact.unchanged if exact else 0,
+        from_snapshot=exact is not None,
     )
+
+
+def _restoring_rows(exact: Restore | None) -> Iterator[InputRow]:
+    if exact is None:
+        return
+    for op, group, member, to_group in exact.rows:
+        yield InputRow(op, group, member, to_group)
+    # Groups the run never read (no snapshot): put back what the results say it changed.
+    for c in reversed(exact.unsnapped):
+        yield InputRow("remove" if c.joined else "add", c.group, c.member)
 
 
 def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool) -> int:
