@@ -9,10 +9,9 @@ import os
 import re
 import stat
 import string
-import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -99,6 +98,8 @@ class Credentials:
     token: Secret | None = None
     username: str | None = None
     password: Secret | None = None
+    # What the caller should tell the user (a token file others can read); never a secret.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 _TABLES: dict[str, frozenset[str]] = {
@@ -224,24 +225,28 @@ def load_credentials(
 ) -> Credentials:
     """The secrets the job names, from the environment or a file. Messages name the
     variable or file, never a value. A token file that other users can read or change is
-    used, with a warning through `warn` (default: a line on stderr)."""
+    used, with a warning in the result's `warnings` (and through `warn`, when given)."""
     t = job.target
     token: Secret | None = None
     username: str | None = None
     password: Secret | None = None
+    warnings: list[str] = []
     if t.token_env is not None:
         token = Secret(_from_env(job, "token_env", t.token_env, environ))
     if t.token_file is not None:
         token = Secret(_from_file(job, t.token_file))
         problem = _open_to_others(t.token_file)
         if problem is not None:
-            (warn or _warn_stderr)(problem)
+            warnings.append(problem)
+            if warn is not None:
+                warn(problem)
     if t.username_env is not None:
         username = _from_env(job, "username_env", t.username_env, environ)
     if t.password_env is not None:
         # A password may legitimately start or end with a space: take it as it is.
         password = Secret(_from_env(job, "password_env", t.password_env, environ, strip=False))
-    return Credentials(token=token, username=username, password=password)
+    return Credentials(token=token, username=username, password=password,
+                       warnings=tuple(warnings))
 
 
 # --- tables ---------------------------------------------------------------------------
@@ -631,11 +636,6 @@ def _open_to_others(path: Path) -> str | None:
         f"token_file {path} is open to {who} (mode {mode:03o}): anyone who can read it can "
         f"act as this token; chmod 600 {path}"
     )
-
-
-def _warn_stderr(message: str) -> None:
-    # Before any progress bar is drawn, so a plain line on stderr is all it takes.
-    print(f"bulkgroups: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _has_control(value: str) -> bool:

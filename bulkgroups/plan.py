@@ -27,9 +27,9 @@ from bulkgroups.http.policy import RetryPolicy
 from bulkgroups.http.transport import Transport
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import InvalidRow, Op, Row, TargetKind
-from bulkgroups.rows.guard import count_changes, guard
-from bulkgroups.rows.readers import read_rows
+from bulkgroups.model import InvalidRow, Item, Op, Row, SkippedRow, TargetKind
+from bulkgroups.rows.guard import count_changes
+from bulkgroups.rows.source import rows_for
 from bulkgroups.targets.adaxes import Members as AdaxesMembers
 from bulkgroups.targets.connect import Endpoint, endpoint_for
 from bulkgroups.targets.dn import ident
@@ -266,7 +266,7 @@ class Plan:
 
 
 def tally(
-    items: Iterable[Row | InvalidRow],
+    items: Iterable[Item],
     members_of: MembersOf,
     *,
     kind: TargetKind,
@@ -289,6 +289,11 @@ def tally(
             plan.invalid_reasons[item.reason] += 1
             if item.reason == "protected":
                 plan.protected += 1
+            continue
+        if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
+            plan.total.add("already")
+            if per is not None:
+                per.add("already")
             continue
         j = judge(item, members_of, protected)
         plan.total.add(j.verdict)
@@ -424,17 +429,13 @@ async def read_groups(
     return out
 
 
-def _rows(job: Job) -> Iterator[Row | InvalidRow]:
-    return guard(
-        read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
-                  default_op=job.input.op),
-        job.safety.protected,
-    )
+def _rows(job: Job) -> Iterator[Item]:
+    return rows_for(job)  # the rows `run` takes: guarded and deduplicated (rows.source)
 
 
 def _noting_groups(
-    items: Iterable[Row | InvalidRow], kind: TargetKind, seen: dict[str, str]
-) -> Iterator[Row | InvalidRow]:
+    items: Iterable[Item], kind: TargetKind, seen: dict[str, str]
+) -> Iterator[Item]:
     for item in items:
         if isinstance(item, Row):
             for g in (item.group, item.to_group):

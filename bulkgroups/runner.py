@@ -1,33 +1,46 @@
 """Puts a run together: lock, checks, metadata, pipeline, summary. Everything that talks to a
-server is built in `wiring`; everything that moves rows is in `engine`."""
+server is built in `targets.connect`; everything that moves rows is in `engine`; the rows
+come from `rows.source`. Nothing here prints: what a person sees is the CLI's `RunView`, and
+the run's end is the `RunSummary` returned."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bulkgroups import __version__
-from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
+from bulkgroups.exits import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_ROWS,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+)
 from bulkgroups.job import Job
 from bulkgroups.model import Item, Status
-from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
+from bulkgroups.results.file import ResultsWriter, read_meta, write_meta
 from bulkgroups.results.lock import Locked, run_lock
-from bulkgroups.results.resume import FinishedRows, unfinished
+from bulkgroups.results.resume import FinishedRows
 from bulkgroups.results.retention import prune
-from bulkgroups.rows.dedupe import dedupe
-from bulkgroups.rows.guard import count_changes, guard
-from bulkgroups.rows.readers import count_lines, read_rows
+from bulkgroups.results.stats import Tally
+from bulkgroups.rows.readers import count_lines
+from bulkgroups.rows.source import Census, InputSnapshot, census, rows_for
 from bulkgroups.targets.connect import connect, endpoint_for, worker_count
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+__all__ = [
+    "EXIT_OK", "EXIT_REFUSED", "EXIT_ROWS", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE",
+    "RunRefused", "RunRequest", "RunSummary", "RunView", "run_job",
+]
 
 _EXIT_FOR_STOP = {
     StopReason.AUTH: EXIT_REFUSED,
@@ -57,21 +70,141 @@ class RunRequest:
     quiet: bool = False
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    fp = Fingerprint.of(path)
-    return {"size": fp.size, "sha256": fp.sha256}
+Progress = Callable[[Tally], None]
 
 
-def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None) -> None:
+class RunView(Protocol):
+    """What a person sees of a run while it goes, supplied by the CLI."""
+
+    @property
+    def wants_total(self) -> bool:
+        """Whether `progress` shows a total (worth a pass over the rows to count them)."""
+        ...
+
+    def warn(self, message: str) -> None: ...
+
+    def progress(self, total: int | None) -> AbstractContextManager[Progress]:
+        """A progress display for the run's `total` rows (None: unknown), open while the
+        pipeline runs; it is called with the tally as rows finish."""
+        ...
+
+
+class Unseen:
+    """A RunView that shows nothing (benchmarks, tests, embedding)."""
+
+    wants_total = False
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def progress(self, total: int | None) -> AbstractContextManager[Progress]:
+        return contextlib.nullcontext(lambda _tally: None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """How a run ended, for the CLI to print: `code` is the exit status (DESIGN.md)."""
+
+    code: int
+    results: Path
+    tally: Tally
+    elapsed_s: float
+    stopped: str | None = None  # why the run stopped early ("reason: detail")
+    already: int = 0  # rows a resume found final and did not run again
+    notes: tuple[str, ...] = field(default=())  # facts about the input worth a line
+
+    @property
+    def unfinished(self) -> bool:
+        """Some rows have no final outcome yet: `resume` would send them."""
+        return self.stopped is not None or self.tally.by_status[Status.FAILED] > 0
+
+
+@dataclass(slots=True)
+class _Start:
+    """What a run knows before it sends anything."""
+
+    snapshot: InputSnapshot
+    done: FinishedRows | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None,
+                     start: _Start) -> None:
+    """A resume reads the bytes the run read: refused (exit 2) when those changed, unless
+    forced; an input that only grew is fine, its new rows being no part of these results."""
     if prior is None and not req.results.exists():
         raise RunRefused(f"{req.results}: no results to resume", code=EXIT_USAGE)
-    recorded = (prior or {}).get("input_fingerprint")
-    if recorded and recorded != _fingerprint(job.input.path) and not req.force:
+    path = job.input.path
+    recorded = InputSnapshot.from_json((prior or {}).get("input_fingerprint"))
+    if recorded is None or req.force:
+        return
+    if not recorded.still_in(path):
         raise RunRefused(
-            f"{job.input.path} changed since the run that wrote {req.results}: row numbers may "
+            f"{path} changed since the run that wrote {req.results}: row numbers may "
             "no longer match; resume with --force only if the rows kept their order",
             code=EXIT_USAGE,
         )
+    start.snapshot = recorded
+    grown = path.stat().st_size - recorded.size
+    if grown > 0:
+        start.notes.append(
+            f"{path} has grown by {grown:,} bytes since the run that wrote {req.results}: "
+            "those rows are not part of it and are not sent; run the job again for them")
+
+
+def _begin(job: Job, req: RunRequest, prior: dict[str, Any] | None, view: RunView) -> _Start:
+    start = _Start(snapshot=InputSnapshot.of(job.input.path))
+    if req.resume:
+        _check_resumable(job, req, prior, start)
+        start.done = FinishedRows.from_results(req.results)
+        if start.done.torn and not req.quiet:
+            view.warn(f"{start.done.torn} unreadable line(s) in {req.results} skipped (a write "
+                      "cut short by a crash); their rows are sent again")
+    elif req.results.exists() and req.results.stat().st_size > 0:
+        raise RunRefused(
+            f"{req.results} already holds results: finish it with "
+            f"`bulkgroups resume {req.results}`, or write elsewhere with --results",
+            code=EXIT_USAGE,
+        )
+    return start
+
+
+def _count(job: Job, req: RunRequest, start: _Start, rows: Callable[[], Iterator[Item]],
+           *, want_total: bool) -> int | None:
+    """The rows this run will take (when the view wants it), after refusing a run over its
+    max_changes cap (exit 3). Both come from one pass over the same rows the run sends."""
+    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
+    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
+    # and then the rows need not be parsed an extra time before the run.
+    over_possible = (not req.yes
+                     and count_lines(job.input.path, start.snapshot.size) + 1 > cap)
+    if not (over_possible or want_total):
+        return None
+    found: Census = census(rows())
+    if over_possible and found.changes > cap:
+        raise RunRefused(
+            f"the input holds {found.changes:,} rows that would change something, over the "
+            f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
+            f"--max-changes {found.changes} or --yes to allow it for this run",
+            code=EXIT_REFUSED,
+        )
+    return found.rows
+
+
+def _meta(job: Job, req: RunRequest, prior: dict[str, Any] | None, snapshot: InputSnapshot,
+          run_record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **(prior or {}),
+        "version": __version__,
+        "job": str(job.path.resolve()),
+        "job_name": job.name,
+        "input": str(job.input.path.resolve()),
+        "input_fingerprint": snapshot.to_json(),
+        "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
+        # undo trusts a DocSpace `ok` removal only when the run read the group first.
+        "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
+        "runs": [*(prior or {}).get("runs", []), run_record],
+    }
 
 
 def _install_signals(pipeline: Pipeline) -> None:
@@ -94,90 +227,33 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
     return EXIT_ROWS if by[Status.FAILED] or by[Status.INVALID] or earlier_invalid else EXIT_OK
 
 
-async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
-    """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
+async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None,
+                  view: RunView | None = None) -> RunSummary:
+    """Run (or resume) the job's rows; the summary's `code` is the exit status."""
     try:
         with run_lock(req.results, job_name=job.name):
-            return await _run_locked(job, req, os.environ if environ is None else environ)
+            return await _run_locked(job, req, os.environ if environ is None else environ,
+                                     Unseen() if view is None else view)
     except Locked as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
 
 
-async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
+async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
+                      view: RunView) -> RunSummary:
     prior = read_meta(req.results)
-    done: FinishedRows | None = None
-    if req.resume:
-        _check_resumable(job, req, prior)
-        done = FinishedRows.from_results(req.results)
-        if done.torn and not req.quiet:
-            console.err.print(
-                f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
-                "cut short by a crash); their rows are sent again", markup=False)
-    elif req.results.exists() and req.results.stat().st_size > 0:
-        raise RunRefused(
-            f"{req.results} already holds results: finish it with "
-            f"`bulkgroups resume {req.results}`, or write elsewhere with --results",
-            code=EXIT_USAGE,
-        )
+    start = _begin(job, req, prior, view)
+    done = start.done
 
     def rows() -> Iterator[Item]:
-        # dedupe before unfinished: a resume must see the rows a run finished to know which
-        # later rows repeat them.
-        items = dedupe(guard(
-            read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
-                      default_op=job.input.op),
-            job.safety.protected,
-        ))
-        return unfinished(items, done) if done is not None else items
+        return rows_for(job, resume_index=done, upto=start.snapshot.size)
 
-    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
-    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
-    # and then the rows need not be parsed an extra time before the run.
-    over_possible = not req.yes and count_lines(job.input.path) + 1 > cap
-    if over_possible and (changes := count_changes(rows())) > cap:
-        raise RunRefused(
-            f"the input holds {changes:,} rows that would change something, over the "
-            f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
-            f"--max-changes {changes} or --yes to allow it for this run",
-            code=EXIT_REFUSED,
-        )
-
+    total = _count(job, req, start, rows, want_total=view.wants_total and not req.quiet)
     run_record: dict[str, Any] = {"command": "resume" if req.resume else "run",
                                   "started_at": now_iso(), "pid": os.getpid()}
-    meta = {
-        **(prior or {}),
-        "version": __version__,
-        "job": str(job.path.resolve()),
-        "job_name": job.name,
-        "input": str(job.input.path.resolve()),
-        "input_fingerprint": _fingerprint(job.input.path),
-        "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
-        # undo trusts a DocSpace `ok` removal only when the run read the group first.
-        "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
-        "runs": [*(prior or {}).get("runs", []), run_record],
-    }
+    meta = _meta(job, req, prior, start.snapshot, run_record)
     write_meta(req.results, meta)
     started = time.monotonic()
-    writer = ResultsWriter(req.results)
-    try:
-        async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
-            show = not req.quiet
-            total = count_lines(job.input.path) if show and console.is_tty() else None
-            with console.LiveProgress(total=total, enabled=show) as progress:
-                pipeline = Pipeline(
-                    target=target,
-                    sink=writer.write,
-                    workers=worker_count(job),
-                    on_progress=progress.update,
-                    abort_failure_ratio=job.safety.abort_failure_ratio,
-                    abort_min_rows=job.safety.abort_min_rows,
-                )
-                if done is not None:
-                    progress.skip(done.count)
-                _install_signals(pipeline)
-                await pipeline.run(rows())
-    finally:
-        writer.close()
+    pipeline = await _drive(job, req, environ, view, rows(), total)
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
@@ -186,21 +262,33 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
         prune(job, keep=job.output.keep, current=req.results)
-    _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
-            already=done.count if done is not None else 0)
-    return code
-
-
-def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,
-            already: int) -> None:
     stopped = None
     if pipeline.stopping:
         stopped = pipeline.reason.value + (f": {pipeline.detail}" if pipeline.detail else "")
-    if req.quiet:
-        if stopped:
-            console.err.print(f"bulkgroups: stopped: {stopped}", markup=False)
-        return
-    unfinished_rows = pipeline.stopping or pipeline.tally.by_status[Status.FAILED] > 0
-    hint = f"bulkgroups resume {req.results}" if unfinished_rows else None
-    console.print_summary(pipeline.tally, elapsed_s=elapsed_s, results=req.results,
-                          stopped=stopped, resume_hint=hint, already=already)
+    return RunSummary(code=code, results=req.results, tally=pipeline.tally,
+                      elapsed_s=time.monotonic() - started, stopped=stopped,
+                      already=done.count if done is not None else 0, notes=tuple(start.notes))
+
+
+async def _drive(job: Job, req: RunRequest, environ: Mapping[str, str], view: RunView,
+                 items: Iterator[Item], total: int | None) -> Pipeline:
+    writer = ResultsWriter(req.results)
+    try:
+        async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
+            for warning in endpoint.warnings:
+                view.warn(warning)
+            shown = Unseen() if req.quiet else view
+            with shown.progress(total) as progress:
+                pipeline = Pipeline(
+                    target=target,
+                    sink=writer.write,
+                    workers=worker_count(job),
+                    on_progress=progress,
+                    abort_failure_ratio=job.safety.abort_failure_ratio,
+                    abort_min_rows=job.safety.abort_min_rows,
+                )
+                _install_signals(pipeline)
+                await pipeline.run(items)
+    finally:
+        writer.close()
+    return pipeline

@@ -12,15 +12,13 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 import orjson
 
-from bulkgroups.http.auth import AuthRefused
-from bulkgroups.job import Job, JobError, load_job
+from bulkgroups.cli.errors import fail as _fail
+from bulkgroups.job import Job, load_job
 from bulkgroups.plan import make_plan, render_text
-from bulkgroups.rows.readers import InputError
 from bulkgroups.schedule.units import (
     CronError,
     Schedule,
@@ -37,20 +35,11 @@ from bulkgroups.schedule.units import (
     timer_text,
 )
 
-EXIT_USAGE, EXIT_REFUSED = 2, 3
 JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"bulkgroups: {message}", err=True)
-    sys.exit(code)
-
-
 def _load(job_file: Path) -> Job:
-    try:
-        return load_job(job_file)
-    except JobError as exc:
-        _fail(str(exc))
+    return load_job(job_file)  # a JobError exits 2 (cli/errors.py)
 
 
 # --- schedule ------------------------------------------------------------------------------
@@ -239,12 +228,8 @@ def plan_command(job_file: Path, as_json: bool) -> None:
     3 when the credentials are refused.
     """
     job = _load(job_file)
-    try:
-        plan = asyncio.run(make_plan(job, environ=os.environ))
-    except (JobError, InputError) as exc:
-        _fail(str(exc))
-    except AuthRefused as exc:
-        _fail(str(exc), EXIT_REFUSED)
+    # JobError, InputError (2) and AuthRefused (3) exit through cli/errors.py.
+    plan = asyncio.run(make_plan(job, environ=os.environ))
     if as_json:
         click.echo(orjson.dumps(plan.to_json()).decode())
     else:

@@ -143,6 +143,7 @@ class UndoSummary:
     cannot: int  # lines recording a change without saying what (old move_all lines)
     lines: int  # readable results lines
     unreadable: int  # torn or damaged lines, skipped
+    held_back: int = 0  # rows not written: a value would run as a spreadsheet formula
 
     @property
     def total(self) -> int:
@@ -233,10 +234,10 @@ def _read_back(f: IO[bytes], spans: Iterator[tuple[int, int]]) -> Iterator[bytes
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def warn(message: str) -> None:
-    from bulkgroups.cli.console import err
-
-    err.print(f"bulkgroups: warning: {message}", markup=False)
+def held_back_warning(rows: int, path: Path) -> str:
+    """What to tell the user about `rows` held back from `path` (the CLI prints it)."""
+    return (f"{rows:,} rows held back from {path}: a value began with =, +, -, @ or a "
+            "control character (no valid id does)")
 
 
 class InputFileWriter:
@@ -293,9 +294,6 @@ class InputFileWriter:
             self._f.close()
             if exc_type is None:
                 self._commit()
-                if self.skipped:
-                    warn(f"{self.skipped:,} rows held back from {self.path}: a value began "
-                         "with =, +, -, @ or a control character (no valid id does)")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
@@ -347,12 +345,14 @@ def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False) ->
         cannot=cannot,
         lines=index.lines,
         unreadable=index.unreadable,
+        held_back=writer.skipped,
     )
 
 
-def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool) -> int:
-    """Write `rows` as an input file; the number written."""
+def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool
+               ) -> tuple[int, int]:
+    """Write `rows` as an input file; the rows written and the rows held back."""
     with InputFileWriter(path, fmt, force=force) as writer:
         for row in rows:
             writer.write(row)
-    return writer.written
+    return writer.written, writer.skipped

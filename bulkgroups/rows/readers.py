@@ -8,6 +8,7 @@ raises InputError, before the first row.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -48,12 +49,14 @@ def read_rows(
     kind: TargetKind,
     default_op: Op | None = None,
     max_line_bytes: int = 65536,
+    upto: int | None = None,
 ) -> Iterator[Row | InvalidRow]:
     """Rows of `path`, one per record. Opens the file and checks a CSV header at once, so
     InputError comes from this call, not from the first `next()`. The file is closed when
-    the rows run out or the iterator is closed."""
+    the rows run out or the iterator is closed. `upto`: read only the file's first `upto`
+    bytes (what a run fingerprinted), whatever is appended to it meanwhile."""
     try:
-        f = path.open("rb")
+        f = open_input(path, upto)
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
     try:
@@ -288,11 +291,44 @@ def _show(value: str, *, limit: int = 40) -> str:
     return repr(value[:limit])[:-1] + "...'"
 
 
-def count_lines(path: Path) -> int:
-    """Newlines in the file, counted without parsing: no file holds more records than this
-    (plus one for a last line without its newline)."""
+def count_lines(path: Path, upto: int | None = None) -> int:
+    """Newlines in the file (in its first `upto` bytes), counted without parsing: no file
+    holds more records than this (plus one for a last line without its newline)."""
     n = 0
-    with open(path, "rb") as f:
+    with open_input(path, upto) as f:
         while chunk := f.read(1 << 20):
             n += chunk.count(b"\n")
     return n
+
+
+class _Prefix(io.RawIOBase):
+    """The first `size` bytes of an open file, as if the file ended there."""
+
+    def __init__(self, raw: io.FileIO, size: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._left)
+        if n <= 0:
+            return 0
+        got = self._raw.readinto(memoryview(buffer)[:n]) or 0
+        self._left -= got
+        return got
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_input(path: Path, upto: int | None = None) -> io.BufferedReader:
+    """`path` opened for reading in binary; with `upto`, cut at that many bytes, so that a
+    file appended to while a run reads it still ends where the run counted and hashed it."""
+    if upto is None:
+        return open(path, "rb")  # the caller closes it
+    raw = open(path, "rb", buffering=0)  # noqa: SIM115
+    return io.BufferedReader(_Prefix(raw, upto), buffer_size=1 << 16)

@@ -32,6 +32,8 @@ class Endpoint:
     # A fixed token, or for a username_env/password_env job the sign-in itself: an Auth
     # that signs in on first use, renews, and signs out when `endpoint_for` ends.
     token: Secret | Auth
+    # What loading the credentials found worth telling the user (the caller prints them).
+    warnings: tuple[str, ...] = ()
 
 
 def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
@@ -71,7 +73,7 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
     creds = load_credentials(job, environ=environ)
     if not job.target.sandbox:
         async with _credential(job, job.target.base_url, creds, None) as token:
-            yield Endpoint(job.target.base_url, token)
+            yield Endpoint(job.target.base_url, token, creds.warnings)
         return
     from bulkgroups.sandbox import Sandbox, make_state  # only sandbox jobs pay for it
 
@@ -84,7 +86,7 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
         url = sb.base_url if job.target.kind is TargetKind.DOCSPACE else sb.adaxes_url
         fallback = _sandbox_token(job.target.kind, state)
         async with _credential(job, url, creds, fallback) as token:
-            yield Endpoint(url, token)
+            yield Endpoint(url, token, creds.warnings)
 
 
 def _ssl(job: Job) -> ssl.SSLContext | bool:
