@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bulkgroups import __version__
+from bulkgroups.display import shown
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.exits import (
     EXIT_OK,
@@ -133,14 +134,14 @@ def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None,
     """A resume reads the bytes the run read: refused (exit 2) when those changed, unless
     forced; an input that only grew is fine, its new rows being no part of these results."""
     if prior is None and not req.results.exists():
-        raise RunRefused(f"{req.results}: no results to resume", code=EXIT_USAGE)
+        raise RunRefused(f"{shown(req.results)}: no results to resume", code=EXIT_USAGE)
     path = job.input.path
     recorded = InputSnapshot.from_json((prior or {}).get("input_fingerprint"))
     if recorded is None or req.force:
         return
     if not recorded.still_in(path):
         raise RunRefused(
-            f"{path} changed since the run that wrote {req.results}: row numbers may "
+            f"{shown(path)} changed since the run that wrote {shown(req.results)}: row numbers may "
             "no longer match; resume with --force only if the rows kept their order",
             code=EXIT_USAGE,
         )
@@ -148,8 +149,9 @@ def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None,
     grown = path.stat().st_size - recorded.size
     if grown > 0:
         start.notes.append(
-            f"{path} has grown by {grown:,} bytes since the run that wrote {req.results}: "
-            "those rows are not part of it and are not sent; run the job again for them")
+            f"{shown(path)} has grown by {grown:,} bytes since the run that wrote "
+            f"{shown(req.results)}: those rows are not part of it and are not sent; run the "
+            "job again for them")
 
 
 def _begin(job: Job, req: RunRequest, prior: dict[str, Any] | None, view: RunView) -> _Start:
@@ -158,12 +160,12 @@ def _begin(job: Job, req: RunRequest, prior: dict[str, Any] | None, view: RunVie
         _check_resumable(job, req, prior, start)
         start.done = FinishedRows.from_results(req.results)
         if start.done.torn and not req.quiet:
-            view.warn(f"{start.done.torn} unreadable line(s) in {req.results} skipped (a write "
-                      "cut short by a crash); their rows are sent again")
+            view.warn(f"{start.done.torn} unreadable line(s) in {shown(req.results)} skipped "
+                      "(a write cut short by a crash); their rows are sent again")
     elif req.results.exists() and req.results.stat().st_size > 0:
         raise RunRefused(
-            f"{req.results} already holds results: finish it with "
-            f"`bulkgroups resume {req.results}`, or write elsewhere with --results",
+            f"{shown(req.results)} already holds results: finish it with "
+            f"`bulkgroups resume {shown(req.results)}`, or write elsewhere with --results",
             code=EXIT_USAGE,
         )
     return start

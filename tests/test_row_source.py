@@ -4,9 +4,11 @@ fingerprinted, however the file grows meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ import orjson
 from bulkgroups.job import load_job
 from bulkgroups.model import InvalidRow, Row, SkippedRow
 from bulkgroups.results.resume import FinishedRows
+from bulkgroups.results.stats import Tally
 from bulkgroups.rows.source import InputSnapshot, census, rows_for
 from bulkgroups.rows.survey import survey
+from bulkgroups.runner import RunRequest, run_job
 from bulkgroups.sandbox import Sandbox, make_state
 from tests.support import finish, last_outcomes, run_cli, start_cli, write_job
 
@@ -206,3 +210,51 @@ async def test_rows_appended_during_a_run_are_not_part_of_it(tmp_path: Path) -> 
     assert 300 <= len(sent) < 310  # a row in flight at SIGTERM may be sent again
     meta = orjson.loads((tmp_path / "results.meta.json").read_bytes())
     assert meta["input_fingerprint"]["size"] == size
+
+
+class _Watching:
+    """A RunView that records what the runner shows: the total, and each progress tally."""
+
+    wants_total = True
+
+    def __init__(self) -> None:
+        self.totals: list[int | None] = []
+        self.finished: list[int] = []
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    @contextlib.contextmanager
+    def progress(self, total: int | None) -> Iterator[Callable[[Tally], None]]:
+        self.totals.append(total)
+        yield lambda tally: self.finished.append(tally.finished)
+
+
+async def test_progress_total_is_the_rows_the_run_takes(tmp_path: Path) -> None:
+    """The bar's total comes from the row source: 30 records (not the 33 lines of a file with
+    its header and two blank lines), and the run reaches it; a resume's total is the rows it
+    still has to do."""
+    async with Sandbox(make_state()) as sb:
+        groups = _groups(sb)
+        g0 = next(iter(groups))
+        rows = [{"op": "remove", "group": g0, "member": m} for m in groups[g0][:30]]
+        job_file = write_job(tmp_path, sb, rows=rows, limits={"precheck": False})
+        data = tmp_path / "input.csv"
+        data.write_bytes(data.read_bytes() + b"\r\n\r\n")
+        job = load_job(job_file)
+        view = _Watching()
+        results = tmp_path / "results.jsonl"
+        env = {"BG_TEST_TOKEN": "sk-test-key"}
+        summary = await run_job(job, RunRequest(results=results), environ=env, view=view)
+        assert summary.code == 0
+        assert view.totals == [30]
+        assert view.finished[-1] == 30
+        kept = results.read_bytes().splitlines(keepends=True)[:18]
+        results.write_bytes(b"".join(kept))
+        again = _Watching()
+        summary = await run_job(job, RunRequest(results=results, resume=True), environ=env,
+                                view=again)
+    assert summary.code == 0 and summary.already == 18
+    assert again.totals == [12]
+    assert again.finished[-1] == 12

@@ -236,8 +236,8 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 def held_back_warning(rows: int, path: Path) -> str:
     """What to tell the user about `rows` held back from `path` (the CLI prints it)."""
-    return (f"{rows:,} rows held back from {path}: a value began with =, +, -, @ or a "
-            "control character (no valid id does)")
+    return (f"{rows:,} {'row' if rows == 1 else 'rows'} held back from {path}: a value began "
+            "with =, +, -, @ or a control character (no valid id does)")
 
 
 class InputFileWriter:

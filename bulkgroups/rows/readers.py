@@ -15,6 +15,7 @@ from typing import Literal
 
 import orjson
 
+from bulkgroups.display import shown
 from bulkgroups.identity import id_check, id_problem, norm_id
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
 from bulkgroups.rows.csvreader import BARE_CR, TOO_LONG, CsvRows, LineReader, Make
@@ -58,7 +59,7 @@ def read_rows(
     try:
         f = open_input(path, upto)
     except OSError as exc:
-        raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
+        raise InputError(f"{shown(path)}: cannot open: {exc.strerror or exc}") from None
     try:
         if f.peek(3)[:3] == _BOM:
             f.read(3)
@@ -80,33 +81,33 @@ def _csv_rows(
 ) -> Iterator[Row | InvalidRow]:
     first = reader.header()
     if first is None:
-        raise InputError(f"{path}: no header row (the file is empty)")
+        raise InputError(f"{shown(path)}: no header row (the file is empty)")
     line, header = first
     if header == BARE_CR:
         # Most likely a file whose every line ends in CR: read as one long header line, it
         # would run as a header and no rows, and exit 0.
         raise InputError(
-            f"{path}: line {line}: the header holds a bare carriage return (CR): do the lines "
-            "end in CR only, as old Mac programs write them? Save the file with LF or CRLF "
+            f"{shown(path)}: line {line}: the header holds a bare carriage return (CR): do the "
+            "lines end in CR only, as old Mac programs write them? Save the file with LF or CRLF "
             "line endings"
         )
     if isinstance(header, str):
-        raise InputError(f"{path}: line {line}: cannot read the header: {header}")
+        raise InputError(f"{shown(path)}: line {line}: cannot read the header: {header}")
     at: dict[str, int] = {}
     for i, name in enumerate(header):
         name = name.strip().lower()
         if name in _COLUMNS:
             if name in at:
-                raise InputError(f"{path}: line {line}: column {name!r} appears twice")
+                raise InputError(f"{shown(path)}: line {line}: column {name!r} appears twice")
             at[name] = i
     if "group" not in at:
         raise InputError(
-            f"{path}: line {line}: the header has no 'group' column; the first line must "
+            f"{shown(path)}: line {line}: the header has no 'group' column; the first line must "
             "name the columns: op,group,member,to_group"
         )
     if "op" not in at and default_op is None:
         raise InputError(
-            f"{path}: line {line}: the header has no 'op' column and no default op is set "
+            f"{shown(path)}: line {line}: the header has no 'op' column and no default op is set "
             "([input] op)"
         )
     return reader.rows(
