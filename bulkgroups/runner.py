@@ -226,7 +226,8 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
     if pipeline.stopping:
         return _EXIT_FOR_STOP[pipeline.reason]
     by = pipeline.tally.by_status
-    return EXIT_ROWS if by[Status.FAILED] or by[Status.INVALID] or earlier_invalid else EXIT_OK
+    attention = any(by[s] for s in Status if s.needs_attention)
+    return EXIT_ROWS if attention or earlier_invalid else EXIT_OK
 
 
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None,
