@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import orjson
 
+from bulkgroups.cli.errors import exit_on_error
 from bulkgroups.cli.errors import fail as _fail
 from bulkgroups.job import Job, load_job
 from bulkgroups.plan import make_plan, render_text
@@ -39,7 +40,8 @@ JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
 def _load(job_file: Path) -> Job:
-    return load_job(job_file)  # a JobError exits 2 (cli/errors.py)
+    with exit_on_error():  # a JobError exits 2
+        return load_job(job_file)
 
 
 # --- schedule ------------------------------------------------------------------------------
@@ -228,8 +230,8 @@ def plan_command(job_file: Path, as_json: bool) -> None:
     3 when the credentials are refused.
     """
     job = _load(job_file)
-    # JobError, InputError (2) and AuthRefused (3) exit through cli/errors.py.
-    plan = asyncio.run(make_plan(job, environ=os.environ))
+    with exit_on_error():  # JobError, InputError: 2; AuthRefused: 3
+        plan = asyncio.run(make_plan(job, environ=os.environ))
     if as_json:
         click.echo(orjson.dumps(plan.to_json()).decode())
     else:
