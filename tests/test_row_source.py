@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from bulkgroups.job import load_job
 from bulkgroups.model import InvalidRow, Row, SkippedRow
 from bulkgroups.results.resume import FinishedRows
 from bulkgroups.results.stats import Tally
+from bulkgroups.rows.readers import InputError
 from bulkgroups.rows.source import InputSnapshot, census, rows_for
 from bulkgroups.rows.survey import survey
 from bulkgroups.runner import RunRequest, run_job
@@ -258,3 +260,10 @@ async def test_progress_total_is_the_rows_the_run_takes(tmp_path: Path) -> None:
     assert summary.code == 0 and summary.already == 18
     assert again.totals == [12]
     assert again.finished[-1] == 12
+
+
+def test_an_input_gone_before_the_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The input deleted after the job was checked: the snapshot says which file, no
+    traceback."""
+    with pytest.raises(InputError, match=r"gone\.csv: cannot read: No such file"):
+        InputSnapshot.of(tmp_path / "gone.csv")

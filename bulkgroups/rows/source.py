@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bulkgroups.display import shown
 from bulkgroups.job import Job
 from bulkgroups.model import Item, Row
 from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.rows.dedupe import dedupe
 from bulkgroups.rows.guard import guard
-from bulkgroups.rows.readers import open_input, read_rows
+from bulkgroups.rows.readers import InputError, open_input, read_rows
 
 
 def rows_for(
@@ -73,15 +74,19 @@ class InputSnapshot:
     def of(cls, path: Path, *, size: int | None = None) -> InputSnapshot:
         """The file as it is now (its size taken first, then exactly that many bytes
         hashed: bytes appended meanwhile are not in it), or its first `size` bytes. A file
-        shorter than `size` gives a snapshot of what it has, which matches nothing."""
-        if size is None:
-            size = path.stat().st_size
+        shorter than `size` gives a snapshot of what it has, which matches nothing. Raises
+        InputError when the file cannot be read."""
         digest = hashlib.sha256()
         read = 0
-        with open_input(path, size) as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-                read += len(chunk)
+        try:
+            if size is None:
+                size = path.stat().st_size
+            with open_input(path, size) as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    read += len(chunk)
+        except OSError as exc:
+            raise InputError(f"{shown(path)}: cannot read: {exc.strerror or exc}") from None
         return cls(size=read, sha256=digest.hexdigest())
 
     @classmethod
