@@ -282,18 +282,8 @@ def tally(
         if item.group.strip():
             label = names.setdefault(group_key(kind, item.group), item.group.strip())
         per = plan.groups.setdefault(label, Counts()) if label is not None else None
-        if isinstance(item, InvalidRow):
-            plan.total.add("invalid")
-            if per is not None:
-                per.add("invalid")
-            plan.invalid_reasons[item.reason] += 1
-            if item.reason == "protected":
-                plan.protected += 1
-            continue
-        if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
-            plan.total.add("already")
-            if per is not None:
-                per.add("already")
+        if not isinstance(item, Row):
+            _settled(plan, per, item)
             continue
         j = judge(item, members_of, protected)
         plan.total.add(j.verdict)
@@ -308,6 +298,18 @@ def tally(
             plan.unsure += j.unsure
             apply(item, members_of)
     return plan
+
+
+def _settled(plan: Plan, per: Counts | None, item: InvalidRow | SkippedRow) -> None:
+    """Count a row the run decides without a request: invalid, or a copy of an earlier row
+    (the run's noop "duplicate of row N": already)."""
+    verdict: Verdict = "invalid" if isinstance(item, InvalidRow) else "already"
+    plan.total.add(verdict)
+    if per is not None:
+        per.add(verdict)
+    if isinstance(item, InvalidRow):
+        plan.invalid_reasons[item.reason] += 1
+        plan.protected += item.reason == "protected"
 
 
 # --- text ----------------------------------------------------------------------------------
