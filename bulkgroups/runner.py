@@ -27,15 +27,28 @@ from bulkgroups.exits import (
     EXIT_SIGTERM,
     EXIT_USAGE,
 )
+from bulkgroups.http.auth import AuthRefused
+from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import Item, Status
-from bulkgroups.results.file import ResultsWriter, read_meta, write_meta
+from bulkgroups.model import Item, Status, TargetKind
+from bulkgroups.planning.checks import differences, file_sha256
+from bulkgroups.planning.gate import guard_active, hold_for_review, over_limit_text
+from bulkgroups.planning.planfile import read_header
+from bulkgroups.planning.snapshot import (
+    OnReadHook,
+    SnapshotWriter,
+    read_snapshots,
+    snapshot_hook,
+    snapshot_path,
+)
+from bulkgroups.planning.source import check_plan, plan_items, plan_over_limit
+from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.results.lock import Locked, run_lock
-from bulkgroups.results.resume import FinishedRows
+from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.results.retention import prune
 from bulkgroups.results.stats import Tally
 from bulkgroups.rows.readers import count_lines
-from bulkgroups.rows.source import Census, InputSnapshot, census, rows_for
+from bulkgroups.rows.source import InputSnapshot, census, rows_for
 from bulkgroups.targets.connect import connect, endpoint_for, worker_count
 
 __all__ = [
@@ -69,6 +82,7 @@ class RunRequest:
     max_changes: int | None = None  # overrides [safety] max_changes for this run
     yes: bool = False  # no max_changes cap for this run
     quiet: bool = False
+    plan: Path | None = None  # `apply`: run exactly this plan's rows (checked at send time)
 
 
 Progress = Callable[[Tally], None]
@@ -171,26 +185,10 @@ def _begin(job: Job, req: RunRequest, prior: dict[str, Any] | None, view: RunVie
     return start
 
 
-def _count(job: Job, req: RunRequest, start: _Start, rows: Callable[[], Iterator[Item]],
-           *, want_total: bool) -> int | None:
-    """The rows this run will take (when the view wants it), after refusing a run over its
-    max_changes cap (exit 3). Both come from one pass over the same rows the run sends."""
-    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
-    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
-    # and then the rows need not be parsed an extra time before the run.
-    over_possible = (not req.yes
-                     and count_lines(job.input.path, start.snapshot.size) + 1 > cap)
-    if not (over_possible or want_total):
-        return None
-    found: Census = census(rows())
-    if over_possible and found.changes > cap:
-        raise RunRefused(
-            f"the input holds {found.changes:,} rows that would change something, over the "
-            f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
-            f"--max-changes {found.changes} or --yes to allow it for this run",
-            code=EXIT_REFUSED,
-        )
-    return found.rows
+def _total(rows: Callable[[], Iterator[Item]], *, wanted: bool) -> int | None:
+    """The rows this run will take, counted from the same source it sends (for the progress
+    bar's total: records, not lines), when the view wants it."""
+    return census(rows()).rows if wanted else None
 
 
 def _meta(job: Job, req: RunRequest, prior: dict[str, Any] | None, snapshot: InputSnapshot,
@@ -248,12 +246,22 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
     done = start.done
 
     def rows() -> Iterator[Item]:
+        if req.plan is not None:
+            planned = plan_items(req.plan, resumed=req.resume)
+            return unfinished(planned, done) if done is not None else planned
         return rows_for(job, resume_index=done, upto=start.snapshot.size)
 
-    total = _count(job, req, start, rows, want_total=view.wants_total and not req.quiet)
-    run_record: dict[str, Any] = {"command": "resume" if req.resume else "run",
+    if req.plan is not None:
+        _check_apply(job, req)
+    elif not req.resume:
+        await _hold_for_review(job, req, environ, rows, start.snapshot.size)
+    total = _total(rows, wanted=view.wants_total and not req.quiet)
+    command = "resume" if req.resume else "apply" if req.plan is not None else "run"
+    run_record: dict[str, Any] = {"command": command,
                                   "started_at": now_iso(), "pid": os.getpid()}
     meta = _meta(job, req, prior, start.snapshot, run_record)
+    if req.plan is not None:
+        meta["plan"] = str(req.plan.resolve())
     write_meta(req.results, meta)
     started = time.monotonic()
     pipeline = await _drive(job, req, environ, view, rows(), total)
@@ -280,6 +288,7 @@ async def _drive(job: Job, req: RunRequest, environ: Mapping[str, str], view: Ru
         async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
             for warning in endpoint.warnings:
                 view.warn(warning)
+            target.on_read = _snapshots(job, req.results)
             shown = Unseen() if req.quiet else view
             with shown.progress(total) as progress:
                 pipeline = Pipeline(
@@ -295,3 +304,68 @@ async def _drive(job: Job, req: RunRequest, environ: Mapping[str, str], view: Ru
     finally:
         writer.close()
     return pipeline
+
+
+def _snapshots(job: Job, results: Path) -> OnReadHook:
+    """Each group's membership as first read, before the run changes it (exact undo). A
+    resume keeps the snapshots of the first run: they are the state before it all."""
+    path = snapshot_path(results)
+    writer = SnapshotWriter(path, seen=read_snapshots(path))
+    return snapshot_hook(writer, key=norm_id, now=now_iso,
+                         hidden_unknown=job.target.kind is TargetKind.DOCSPACE)
+
+
+def _over_cap(job: Job, req: RunRequest, rows: Callable[[], Iterator[Item]],
+              upto: int) -> str | None:
+    """Why the run is over its max_changes cap, counted on the rows it would send (the
+    same source, cut at the fingerprinted size), or None."""
+    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
+    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
+    # and then the rows need not be parsed an extra time before the run.
+    if req.yes or count_lines(job.input.path, upto) + 1 <= cap:
+        return None
+    changes = census(rows()).changes
+    if changes <= cap:
+        return None
+    return (f"the input holds {changes:,} rows that would change something, over the "
+            f"max_changes cap of {cap:,} (pass --max-changes {changes} or --yes to allow it "
+            "for this run)")
+
+
+async def _hold_for_review(job: Job, req: RunRequest, environ: Mapping[str, str],
+                           rows: Callable[[], Iterator[Item]], upto: int) -> None:
+    """Approval, the max_changes cap and the group guard: a run that must be looked at
+    first is refused (exit 3) with a plan written for review."""
+    over = _over_cap(job, req, rows, upto)
+    try:
+        held = await hold_for_review(job, results=req.results, environ=environ,
+                                     why_first=over, guard=not req.yes)
+    except (OSError, AuthRefused) as exc:
+        if over is None:
+            raise
+        raise RunRefused(f"{over}: nothing was sent (no plan could be written: {exc})",
+                         code=EXIT_REFUSED) from None
+    if held is not None:
+        raise RunRefused(held.message(), code=EXIT_REFUSED)
+
+
+def _check_apply(job: Job, req: RunRequest) -> None:
+    """A plan runs only against the job, input and target it was made for; its removals
+    still answer to the group guard."""
+    assert req.plan is not None
+    header = read_header(req.plan)
+    fp = Fingerprint.of(job.input.path)
+    differ = differences(
+        header, job_sha256=file_sha256(job.path),
+        target={"kind": job.target.kind.value, "base_url": job.target.base_url},
+        input_path=job.input.path.resolve(),
+        input_fingerprint={"size": fp.size, "sha256": fp.sha256},
+    )
+    if differ:
+        raise RunRefused(f"{req.plan}: " + "; ".join(differ) + ": plan again", code=EXIT_USAGE)
+    check_plan(req.plan)
+    if req.yes or not guard_active(job):
+        return
+    over = plan_over_limit(req.plan, header, job)
+    if over:
+        raise RunRefused(over_limit_text(over, job), code=EXIT_REFUSED)

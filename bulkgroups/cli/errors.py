@@ -15,6 +15,7 @@ from bulkgroups.cli import console
 from bulkgroups.exits import EXIT_REFUSED, EXIT_USAGE
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import JobError
+from bulkgroups.planning.planfile import PlanFileError
 from bulkgroups.rows.readers import InputError
 from bulkgroups.runner import RunRefused
 
@@ -35,7 +36,7 @@ def exit_on_error() -> Iterator[None]:
     input error is 2 (nothing sent), a refusal 3 or its own code."""
     try:
         yield
-    except (JobError, InputError) as exc:
+    except (JobError, InputError, PlanFileError) as exc:
         fail(str(exc), EXIT_USAGE)
     except RunRefused as exc:
         fail(str(exc), exc.code)

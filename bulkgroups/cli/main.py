@@ -4,6 +4,7 @@ status. Everything else lives in the modules it calls."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -125,7 +126,10 @@ def resume(results: Path, force: bool, rate: float | None, concurrency: int | No
         fail(f"{shown(results)}: no metadata beside it (expected {results.stem}.meta.json)",
              EXIT_USAGE)
     job = _load(Path(meta["job"]), rate=rate, concurrency=concurrency)
-    _execute(job, RunRequest(results=results, resume=True, force=force,
+    plan = Path(meta["plan"]) if isinstance(meta.get("plan"), str) else None
+    if plan is not None:  # an interrupted `apply`: its rows come from the plan, re-checked
+        job = dataclasses.replace(job, limits=dataclasses.replace(job.limits, precheck=True))
+    _execute(job, RunRequest(results=results, resume=True, force=force, plan=plan,
                              max_changes=max_changes, yes=yes, quiet=quiet))
 
 
@@ -148,13 +152,15 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
 
 
 def _register() -> None:
+    from bulkgroups.cli.plan import apply_command, plan_command
     from bulkgroups.cli.report import report_command, undo_command
-    from bulkgroups.cli.schedule import plan_command, schedule_command
+    from bulkgroups.cli.schedule import schedule_command
     from bulkgroups.sandbox.cli import sandbox_command
 
     # One line each in `bulkgroups --help`: click would cut the first sentence short.
     short = {
         "plan": (plan_command, "Show what the job would change in the live groups (GET only)."),
+        "apply": (apply_command, "Run exactly a saved plan's changes, re-checked at send time."),
         "report": (report_command, "Count a results file's rows by status; list the errors."),
         "undo": (undo_command, "Write the input that reverses the changes a results file made."),
         "schedule": (schedule_command, "Print or install a nightly systemd timer or crontab line."),
