@@ -9,10 +9,9 @@ import os
 import re
 import stat
 import string
-import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from bulkgroups.display import shown
 from bulkgroups.identity import id_problem, norm_id
 from bulkgroups.model import Op, TargetKind
 from bulkgroups.rows.readers import detect_format
@@ -36,7 +36,7 @@ class JobError(Exception):
         self.key = key
         self.message = message
         where = f"{key}: " if key else ""
-        super().__init__(f"{path}: {where}{message}")
+        super().__init__(f"{shown(path)}: {where}{message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +105,8 @@ class Credentials:
     token: Secret | None = None
     username: str | None = None
     password: Secret | None = None
+    # What the caller should tell the user (a token file others can read); never a secret.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 _TABLES: dict[str, frozenset[str]] = {
@@ -163,9 +165,26 @@ _D = TypeVar("_D", int, None)
 
 def load_job(path: Path) -> Job:
     """Read and check a job file; every problem is a JobError naming the file and key."""
+    doc = _read_toml(path)
+    _check_tables(path, doc)
+    checker = _Checker(path, path.absolute().parent)
+    tables = {name: checker.table(name, doc.get(name, {})) for name in _TABLES}
+    target = _target(tables["target"])
+    return Job(
+        path=path.absolute(),
+        name=_job_name(tables["job"]),
+        target=target,
+        input=_input(tables["input"]),
+        output=_output(tables["output"]),
+        limits=_limits(tables["limits"]),
+        safety=_safety(tables["safety"], target.kind),
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            doc = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise JobError(path, None, "no such file") from None
     except OSError as exc:
@@ -176,7 +195,9 @@ def load_job(path: Path) -> Job:
         # The message carries "(at line N, column M)".
         raise JobError(path, None, f"invalid TOML: {exc}") from None
 
-    checker = _Checker(path, path.absolute().parent)
+
+def _check_tables(path: Path, doc: dict[str, Any]) -> None:
+    """Only known tables at the top, each a table, the required ones there, no secret."""
     for key, value in doc.items():
         if key.lower() in _SECRET_KEYS:
             raise _secret_error(path, key)
@@ -189,18 +210,6 @@ def load_job(path: Path) -> Job:
     for name in _REQUIRED_TABLES:
         if name not in doc:
             raise JobError(path, f"[{name}]", "missing table")
-    tables = {name: checker.table(name, doc.get(name, {})) for name in _TABLES}
-
-    target = _target(tables["target"])
-    return Job(
-        path=path.absolute(),
-        name=_job_name(tables["job"]),
-        target=target,
-        input=_input(tables["input"]),
-        output=_output(tables["output"]),
-        limits=_limits(tables["limits"]),
-        safety=_safety(tables["safety"], target.kind),
-    )
 
 
 def results_path(job: Job, *, now: datetime, override: Path | None = None) -> Path:
@@ -231,24 +240,28 @@ def load_credentials(
 ) -> Credentials:
     """The secrets the job names, from the environment or a file. Messages name the
     variable or file, never a value. A token file that other users can read or change is
-    used, with a warning through `warn` (default: a line on stderr)."""
+    used, with a warning in the result's `warnings` (and through `warn`, when given)."""
     t = job.target
     token: Secret | None = None
     username: str | None = None
     password: Secret | None = None
+    warnings: list[str] = []
     if t.token_env is not None:
         token = Secret(_from_env(job, "token_env", t.token_env, environ))
     if t.token_file is not None:
         token = Secret(_from_file(job, t.token_file))
         problem = _open_to_others(t.token_file)
         if problem is not None:
-            (warn or _warn_stderr)(problem)
+            warnings.append(problem)
+            if warn is not None:
+                warn(problem)
     if t.username_env is not None:
         username = _from_env(job, "username_env", t.username_env, environ)
     if t.password_env is not None:
         # A password may legitimately start or end with a space: take it as it is.
         password = Secret(_from_env(job, "password_env", t.password_env, environ, strip=False))
-    return Credentials(token=token, username=username, password=password)
+    return Credentials(token=token, username=username, password=password,
+                       warnings=tuple(warnings))
 
 
 # --- tables ---------------------------------------------------------------------------
@@ -616,7 +629,7 @@ class _Table:
         path = self.base / Path(value).expanduser()
         if must_exist and not path.is_file():
             what = "not a file" if path.exists() else "no such file"
-            self.fail(key, f"{what}: {path}")
+            self.fail(key, f"{what}: {shown(path)}")
         return path
 
 
@@ -644,15 +657,15 @@ def _from_file(job: Job, path: Path) -> str:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise JobError(job.path, key, f"no such file: {path}") from None
+        raise JobError(job.path, key, f"no such file: {shown(path)}") from None
     except UnicodeDecodeError:
-        raise JobError(job.path, key, f"not UTF-8 text: {path}") from None
+        raise JobError(job.path, key, f"not UTF-8 text: {shown(path)}") from None
     except OSError as exc:
-        raise JobError(job.path, key, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise JobError(job.path, key, f"cannot read {shown(path)}: {exc.strerror or exc}") from None
     if not value:
-        raise JobError(job.path, key, f"empty file: {path}")
+        raise JobError(job.path, key, f"empty file: {shown(path)}")
     if _has_control(value):
-        raise JobError(job.path, key, f"more than one line, or control characters: {path}")
+        raise JobError(job.path, key, f"more than one line, or control characters: {shown(path)}")
     return value
 
 
@@ -667,14 +680,9 @@ def _open_to_others(path: Path) -> str | None:
     group, others = mode & 0o070, mode & 0o007
     who = "its group and others" if group and others else "others" if others else "its group"
     return (
-        f"token_file {path} is open to {who} (mode {mode:03o}): anyone who can read it can "
-        f"act as this token; chmod 600 {path}"
+        f"token_file {shown(path)} is open to {who} (mode {mode:03o}): anyone who can read it can "
+        f"act as this token; chmod 600 {shown(path)}"
     )
-
-
-def _warn_stderr(message: str) -> None:
-    # Before any progress bar is drawn, so a plain line on stderr is all it takes.
-    print(f"bulkgroups: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _has_control(value: str) -> bool:

@@ -19,8 +19,8 @@ from typing import Any
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
 from bulkgroups.model import InvalidRow, Item, Row, SkippedRow, TargetKind
-from bulkgroups.rows.guard import count_changes, guard
-from bulkgroups.rows.readers import read_rows
+from bulkgroups.rows.guard import count_changes
+from bulkgroups.rows.source import rows_for
 from bulkgroups.targets.base import Adapter
 from bulkgroups.targets.connect import connect, endpoint_for
 from bulkgroups.targets.decision import Decision, Kind, Lookup, Membership, Unreadable, effect
@@ -210,17 +210,13 @@ async def read_groups(
     return out
 
 
-def _rows(job: Job) -> Iterator[Row | InvalidRow]:
-    return guard(
-        read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
-                  default_op=job.input.op),
-        job.safety.protected,
-    )
+def _rows(job: Job) -> Iterator[Item]:
+    return rows_for(job)  # the rows `run` takes: guarded and deduplicated (rows.source)
 
 
 def _noting_groups(
-    items: Iterable[Row | InvalidRow], seen: dict[str, str]
-) -> Iterator[Row | InvalidRow]:
+    items: Iterable[Item], seen: dict[str, str]
+) -> Iterator[Item]:
     for item in items:
         if isinstance(item, Row):
             for g in (item.group, item.to_group):

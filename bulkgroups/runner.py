@@ -1,20 +1,32 @@
 """Puts a run together: lock, checks, metadata, pipeline, summary. Everything that talks to a
-server is built in `wiring`; everything that moves rows is in `engine`."""
+server is built in `targets.connect`; everything that moves rows is in `engine`; the rows
+come from `rows.source`. Nothing here prints: what a person sees is the CLI's `RunView`, and
+the run's end is the `RunSummary` returned."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bulkgroups import __version__
-from bulkgroups.cli import console
+from bulkgroups.display import shown
 from bulkgroups.engine import Pipeline, StopReason, now_iso
+from bulkgroups.exits import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_ROWS,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+)
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
@@ -41,13 +53,15 @@ from bulkgroups.results.file import (
 from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.results.retention import prune
-from bulkgroups.rows.dedupe import dedupe
-from bulkgroups.rows.guard import count_changes, guard
-from bulkgroups.rows.readers import count_lines, read_rows
+from bulkgroups.results.stats import Tally
+from bulkgroups.rows.readers import count_lines
+from bulkgroups.rows.source import InputSnapshot, census, rows_for
 from bulkgroups.targets.connect import Endpoint, connect, endpoint_for, worker_count
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+__all__ = [
+    "EXIT_OK", "EXIT_REFUSED", "EXIT_ROWS", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE",
+    "RunRefused", "RunRequest", "RunSummary", "RunView", "run_job",
+]
 
 _EXIT_FOR_STOP = {
     StopReason.AUTH: EXIT_REFUSED,
@@ -78,21 +92,137 @@ class RunRequest:
     plan: Path | None = None  # `apply`: run exactly this plan's rows (checked at send time)
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    fp = Fingerprint.of(path)
-    return {"size": fp.size, "sha256": fp.sha256}
+Progress = Callable[[Tally], None]
 
 
-def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None) -> None:
+class RunView(Protocol):
+    """What a person sees of a run while it goes, supplied by the CLI."""
+
+    @property
+    def wants_total(self) -> bool:
+        """Whether `progress` shows a total (worth a pass over the rows to count them)."""
+        ...
+
+    def warn(self, message: str) -> None: ...
+
+    def progress(self, total: int | None) -> AbstractContextManager[Progress]:
+        """A progress display for the run's `total` rows (None: unknown), open while the
+        pipeline runs; it is called with the tally as rows finish."""
+        ...
+
+
+class Unseen:
+    """A RunView that shows nothing (benchmarks, tests, embedding)."""
+
+    wants_total = False
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def progress(self, total: int | None) -> AbstractContextManager[Progress]:
+        return contextlib.nullcontext(lambda _tally: None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """How a run ended, for the CLI to print: `code` is the exit status (DESIGN.md)."""
+
+    code: int
+    results: Path
+    tally: Tally
+    elapsed_s: float
+    stopped: str | None = None  # why the run stopped early ("reason: detail")
+    already: int = 0  # rows a resume found final and did not run again
+    notes: tuple[str, ...] = field(default=())  # facts about the input worth a line
+
+    @property
+    def unfinished(self) -> bool:
+        """Some rows have no final outcome yet: `resume` would send them."""
+        return self.stopped is not None or self.tally.by_status[Status.FAILED] > 0
+
+
+@dataclass(slots=True)
+class _Start:
+    """What a run knows before it sends anything."""
+
+    snapshot: InputSnapshot
+    # The most rows the input can have (a record takes at least a line): it bounds the
+    # resume index and is recorded for report and undo, which skip a row number past it.
+    max_row: int
+    done: FinishedRows | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_resumable(job: Job, req: RunRequest, prior: dict[str, Any] | None,
+                     start: _Start) -> None:
+    """A resume reads the bytes the run read: refused (exit 2) when those changed, unless
+    forced; an input that only grew is fine, its new rows being no part of these results."""
     if prior is None and not req.results.exists():
-        raise RunRefused(f"{req.results}: no results to resume", code=EXIT_USAGE)
-    recorded = (prior or {}).get("input_fingerprint")
-    if recorded and recorded != _fingerprint(job.input.path) and not req.force:
+        raise RunRefused(f"{shown(req.results)}: no results to resume", code=EXIT_USAGE)
+    path = job.input.path
+    recorded = InputSnapshot.from_json((prior or {}).get("input_fingerprint"))
+    if recorded is None or req.force:
+        return
+    if not recorded.still_in(path):
         raise RunRefused(
-            f"{job.input.path} changed since the run that wrote {req.results}: row numbers may "
+            f"{shown(path)} changed since the run that wrote {shown(req.results)}: row numbers may "
             "no longer match; resume with --force only if the rows kept their order",
             code=EXIT_USAGE,
         )
+    start.snapshot = recorded
+    grown = path.stat().st_size - recorded.size
+    if grown > 0:
+        start.notes.append(
+            f"{shown(path)} has grown by {grown:,} bytes since the run that wrote "
+            f"{shown(req.results)}: those rows are not part of it and are not sent; run the "
+            "job again for them")
+
+
+def _begin(job: Job, req: RunRequest, prior: dict[str, Any] | None, view: RunView) -> _Start:
+    snapshot = InputSnapshot.of(job.input.path)
+    start = _Start(snapshot=snapshot, max_row=count_lines(job.input.path, snapshot.size) + 1)
+    if req.resume:
+        _check_resumable(job, req, prior, start)
+        done = start.done = FinishedRows.from_results(req.results, input_rows=start.max_row)
+        if done.torn and not req.quiet:
+            view.warn(f"{done.torn} unreadable line(s) in {shown(req.results)} skipped "
+                      "(a write cut short by a crash); their rows are sent again")
+        if done.out_of_range and not req.quiet:
+            view.warn(f"{done.out_of_range} line(s) in {shown(req.results)} name a row outside "
+                      f"1..{start.max_row:,} (the input has no more rows): skipped as damaged")
+    elif req.results.is_dir():
+        raise ResultsFileError(req.results, "is a folder, not a results file")
+    elif req.results.exists() and req.results.stat().st_size > 0:
+        raise RunRefused(
+            f"{shown(req.results)} already holds results: finish it with "
+            f"`bulkgroups resume {shown(req.results)}`, or write elsewhere with --results",
+            code=EXIT_USAGE,
+        )
+    return start
+
+
+def _total(rows: Callable[[], Iterator[Item]], *, wanted: bool) -> int | None:
+    """The rows this run will take, counted from the same source it sends (for the progress
+    bar's total: records, not lines), when the view wants it."""
+    return census(rows()).rows if wanted else None
+
+
+def _meta(job: Job, prior: dict[str, Any] | None, snapshot: InputSnapshot, max_row: int,
+          run_record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **(prior or {}),
+        "version": __version__,
+        "job": str(job.path.resolve()),
+        "job_name": job.name,
+        "input": str(job.input.path.resolve()),
+        "input_fingerprint": snapshot.to_json(),
+        # The most rows the input can have: report and undo skip a row number past it.
+        "max_row": max_row,
+        "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
+        # undo trusts a DocSpace `ok` removal only when the run read the group first.
+        "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
+        "runs": [*(prior or {}).get("runs", []), run_record],
+    }
 
 
 def _install_signals(pipeline: Pipeline) -> None:
@@ -116,8 +246,9 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
     return EXIT_ROWS if attention or earlier_invalid else EXIT_OK
 
 
-async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
-    """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
+async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None,
+                  view: RunView | None = None) -> RunSummary:
+    """Run (or resume) the job's rows; the summary's `code` is the exit status."""
     environ = os.environ if environ is None else environ
     try:
         # The credential is loaded (and a sandbox job's emulator started) before anything is
@@ -125,7 +256,8 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
         # no metadata behind. No request is sent yet.
         async with endpoint_for(job, environ=environ) as endpoint:
             with run_lock(req.results, job_name=job.name):
-                return await _run_locked(job, req, environ, endpoint)
+                return await _run_locked(job, req, environ, endpoint,
+                                         Unseen() if view is None else view)
     except Locked as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
     except ResultsFileError as exc:
@@ -134,134 +266,90 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
         raise RunRefused(str(exc), code=EXIT_USAGE) from None
 
 
-def _finished_rows(req: RunRequest, max_row: int) -> FinishedRows:
-    done = FinishedRows.from_results(req.results, input_rows=max_row)
-    if not req.quiet and done.torn:
-        console.err.print(
-            f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
-            "cut short by a crash); their rows are sent again", markup=False)
-    if not req.quiet and done.out_of_range:
-        console.err.print(
-            f"bulkgroups: {done.out_of_range} line(s) in {req.results} name a row outside "
-            f"1..{max_row:,} (the input has no more rows): skipped as damaged", markup=False)
-    return done
-
-
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
-                      endpoint: Endpoint) -> int:
+                      endpoint: Endpoint, view: RunView) -> RunSummary:
     prior = read_meta(req.results)
-    # A record takes at least a line: no row number of this input can be past this. It
-    # bounds the resume index and the progress bar, and is recorded for report and undo.
-    max_row = count_lines(job.input.path) + 1
-    done: FinishedRows | None = None
-    if req.resume:
-        _check_resumable(job, req, prior)
-        done = _finished_rows(req, max_row)
-    elif req.results.is_dir():
-        raise ResultsFileError(req.results, "is a folder, not a results file")
-    elif req.results.exists() and req.results.stat().st_size > 0:
-        raise RunRefused(
-            f"{req.results} already holds results: finish it with "
-            f"`bulkgroups resume {req.results}`, or write elsewhere with --results",
-            code=EXIT_USAGE,
-        )
+    start = _begin(job, req, prior, view)
+    done = start.done
 
     def rows() -> Iterator[Item]:
         if req.plan is not None:
             planned = plan_items(req.plan, resumed=req.resume)
             return unfinished(planned, done) if done is not None else planned
-        # dedupe before unfinished: a resume must see the rows a run finished to know which
-        # later rows repeat them.
-        items = dedupe(guard(
-            read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
-                      default_op=job.input.op),
-            job.safety.protected,
-        ))
-        return unfinished(items, done) if done is not None else items
+        return rows_for(job, resume_index=done, upto=start.snapshot.size)
 
     if req.plan is not None:
         _check_apply(job, req)
     elif not req.resume:
-        await _hold_for_review(job, req, environ, rows)
-
+        await _hold_for_review(job, req, environ, rows, start.snapshot.size)
+    total = _total(rows, wanted=view.wants_total and not req.quiet)
     command = "resume" if req.resume else "apply" if req.plan is not None else "run"
     run_record: dict[str, Any] = {"command": command,
                                   "started_at": now_iso(), "pid": os.getpid()}
-    meta = {
-        **(prior or {}),
-        "version": __version__,
-        "job": str(job.path.resolve()),
-        "job_name": job.name,
-        "input": str(job.input.path.resolve()),
-        "input_fingerprint": _fingerprint(job.input.path),
-        # The most rows the input can have: report and undo skip a row number past it.
-        "max_row": max_row,
-        "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
-        # undo trusts a DocSpace `ok` removal only when the run read the group first.
-        "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
-        "runs": [*(prior or {}).get("runs", []), run_record],
-    }
+    meta = _meta(job, prior, start.snapshot, start.max_row, run_record)
     if req.plan is not None:
         meta["plan"] = str(req.plan.resolve())
-    # Both raise ResultsFileError (read-only folder, a folder in the file's place): exit 2,
+    # Raises ResultsFileError (read-only folder, a folder in the file's place): exit 2,
     # before the first request.
     write_meta(req.results, meta)
-    writer = ResultsWriter(req.results)
     started = time.monotonic()
     try:
-        pipeline = await _pipeline(job, req, endpoint, writer, rows, max_row, done)
+        pipeline = await _drive(job, req, endpoint, view, rows(), total)
     except ResultsUnwritable as exc:
         # Backstop: the engine stops the run itself when its sink raises (exit 3); should the
         # error come through, the run still ends as "cannot write the results", not a
         # traceback.
         run_record.update(ended_at=now_iso(), exit=EXIT_REFUSED, stopped="results unwritable")
-        _end_meta(req, meta)
+        _end_meta(req, meta, view)
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
-    finally:
-        writer.close()
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
                       stopped=pipeline.reason.value if pipeline.stopping else None)
-    _end_meta(req, meta)
+    _end_meta(req, meta, view)
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
         prune(job, keep=job.output.keep, current=req.results)
-    _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
-            already=done.count if done is not None else 0)
-    return code
+    stopped = None
+    if pipeline.stopping:
+        stopped = pipeline.reason.value + (f": {pipeline.detail}" if pipeline.detail else "")
+    return RunSummary(code=code, results=req.results, tally=pipeline.tally,
+                      elapsed_s=time.monotonic() - started, stopped=stopped,
+                      already=done.count if done is not None else 0, notes=tuple(start.notes))
 
 
-async def _pipeline(job: Job, req: RunRequest, endpoint: Endpoint, writer: ResultsWriter,
-                    rows: Callable[[], Iterator[Item]], max_row: int,
-                    done: FinishedRows | None) -> Pipeline:
-    async with connect(job, endpoint) as target:
-        target.on_read = _snapshots(job, req.results)
-        show = not req.quiet
-        total = max_row - 1 if show and console.is_tty() else None
-        with console.LiveProgress(total=total, enabled=show) as progress:
-            pipeline = Pipeline(
-                target=target,
-                sink=writer.write,
-                workers=worker_count(job),
-                on_progress=progress.update,
-                abort_failure_ratio=job.safety.abort_failure_ratio,
-                abort_min_rows=job.safety.abort_min_rows,
-            )
-            if done is not None:
-                progress.skip(done.count)
-            _install_signals(pipeline)
-            await pipeline.run(rows())
-    return pipeline
-
-
-def _end_meta(req: RunRequest, meta: Mapping[str, Any]) -> None:
+def _end_meta(req: RunRequest, meta: Mapping[str, Any], view: RunView) -> None:
     """The run's end, in the metadata. The outcomes are written already: a metadata file that
     cannot be replaced now (a full disk) is said, and does not change the exit status."""
     try:
         write_meta(req.results, meta)
     except ResultsFileError as exc:
-        console.err.print(f"bulkgroups: warning: {exc}", markup=False)
+        view.warn(f"warning: {exc}")
+
+
+async def _drive(job: Job, req: RunRequest, endpoint: Endpoint, view: RunView,
+                 items: Iterator[Item], total: int | None) -> Pipeline:
+    writer = ResultsWriter(req.results)
+    try:
+        async with connect(job, endpoint) as target:
+            for warning in endpoint.warnings:
+                view.warn(warning)
+            target.on_read = _snapshots(job, req.results)
+            shown = Unseen() if req.quiet else view
+            with shown.progress(total) as progress:
+                pipeline = Pipeline(
+                    target=target,
+                    sink=writer.write,
+                    workers=worker_count(job),
+                    on_progress=progress,
+                    abort_failure_ratio=job.safety.abort_failure_ratio,
+                    abort_min_rows=job.safety.abort_min_rows,
+                )
+                _install_signals(pipeline)
+                await pipeline.run(items)
+    finally:
+        writer.close()
+    return pipeline
 
 
 def _snapshots(job: Job, results: Path) -> OnReadHook:
@@ -273,13 +361,16 @@ def _snapshots(job: Job, results: Path) -> OnReadHook:
                          hidden_unknown=job.target.kind is TargetKind.DOCSPACE)
 
 
-def _over_cap(job: Job, req: RunRequest, rows: Callable[[], Iterator[Item]]) -> str | None:
+def _over_cap(job: Job, req: RunRequest, rows: Callable[[], Iterator[Item]],
+              upto: int) -> str | None:
+    """Why the run is over its max_changes cap, counted on the rows it would send (the
+    same source, cut at the fingerprinted size), or None."""
     cap = job.safety.max_changes if req.max_changes is None else req.max_changes
     # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
     # and then the rows need not be parsed an extra time before the run.
-    if req.yes or count_lines(job.input.path) + 1 <= cap:
+    if req.yes or count_lines(job.input.path, upto) + 1 <= cap:
         return None
-    changes = count_changes(rows())
+    changes = census(rows()).changes
     if changes <= cap:
         return None
     return (f"the input holds {changes:,} rows that would change something, over the "
@@ -288,10 +379,10 @@ def _over_cap(job: Job, req: RunRequest, rows: Callable[[], Iterator[Item]]) -> 
 
 
 async def _hold_for_review(job: Job, req: RunRequest, environ: Mapping[str, str],
-                           rows: Callable[[], Iterator[Item]]) -> None:
+                           rows: Callable[[], Iterator[Item]], upto: int) -> None:
     """Approval, the max_changes cap and the group guard: a run that must be looked at
     first is refused (exit 3) with a plan written for review."""
-    over = _over_cap(job, req, rows)
+    over = _over_cap(job, req, rows, upto)
     try:
         held = await hold_for_review(job, results=req.results, environ=environ,
                                      why_first=over, guard=not req.yes)
@@ -324,18 +415,3 @@ def _check_apply(job: Job, req: RunRequest) -> None:
     over = plan_over_limit(req.plan, header, job)
     if over:
         raise RunRefused(over_limit_text(over, job), code=EXIT_REFUSED)
-
-
-def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,
-            already: int) -> None:
-    stopped = None
-    if pipeline.stopping:
-        stopped = pipeline.reason.value + (f": {pipeline.detail}" if pipeline.detail else "")
-    if req.quiet:
-        if stopped:
-            console.err.print(f"bulkgroups: stopped: {stopped}", markup=False)
-        return
-    unfinished_rows = pipeline.stopping or pipeline.tally.by_status[Status.FAILED] > 0
-    hint = f"bulkgroups resume {req.results}" if unfinished_rows else None
-    console.print_summary(pipeline.tally, elapsed_s=elapsed_s, results=req.results,
-                          stopped=stopped, resume_hint=hint, already=already)

@@ -477,10 +477,28 @@ async def test_csv_writers_neutralise_formulas_from_any_results_line(tmp_path: P
                         moved=[f"=HYPERLINK(\"http://evil.example/\",\"{A}\")"], left=[])
     )
     failed, undo = tmp_path / "failed.csv", tmp_path / "undo.csv"
-    assert (await run_cli("report", str(results), "--failed-csv", str(failed))).code == 0
-    assert (await run_cli("undo", str(results), "-o", str(undo))).code == 0
+    report = await run_cli("report", str(results), "--failed-csv", str(failed))
+    assert report.code == 0
+    undone = await run_cli("undo", str(results), "-o", str(undo))
+    assert undone.code == 0
     for path in (failed, undo):
         assert not [c for c in csv_cells(path) if c.startswith(FORMULA_PREFIXES)], path
+    # The writers return what they held back and the CLI says so, once, on stderr.
+    assert report.stderr.count("warning: 1 row held back from") == 1, report.stderr
+    assert "wrote 0 failed rows" in report.stdout
+    assert undone.stderr.count("warning: 1 row held back from") == 1, undone.stderr
+
+
+def test_writers_return_what_they_held_back_and_print_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Domain code returns what it found: write_rows counts the rows it held back and
+    leaves the telling to the CLI."""
+    from bulkgroups.results.undo import InputRow, write_rows
+
+    rows = iter([InputRow("remove", A, B, ""), InputRow("remove", FORMULA, B, "")])
+    assert write_rows(tmp_path / "out.csv", rows, fmt="csv", force=False) == (1, 1)
+    assert capsys.readouterr() == ("", "")
 
 
 # -- input text is never taken for terminal markup ----------------------------------------------

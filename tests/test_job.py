@@ -813,3 +813,25 @@ def test_job_is_frozen(tmp_path: Path) -> None:
     job: Job = load_job(write_job(tmp_path, MINIMAL))
     with pytest.raises(AttributeError):
         job.name = "other"  # type: ignore[misc]
+
+
+def test_credential_warnings_are_returned_not_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token file others can read is a warning the caller gets back (the CLI prints it);
+    loading the job's credentials prints nothing itself, and the warning names no secret."""
+    text = edit(without(MINIMAL, "token_env"), "target", 'token_file = "tok"')
+    job = load_job(write_job(tmp_path, text))
+    tok = tmp_path / "tok"
+    tok.write_text("tok-123\n", encoding="utf-8")
+    tok.chmod(0o644)
+    creds = load_credentials(job, environ={})
+    assert capsys.readouterr() == ("", "")
+    assert creds.warnings == (
+        f"token_file {tok} is open to its group and others (mode 644): anyone who can read it "
+        f"can act as this token; chmod 600 {tok}",
+    )
+    assert "tok-123" not in creds.warnings[0]
+    assert creds == Credentials(token=Secret("tok-123"))  # warnings are not part of equality
+    tok.chmod(0o600)
+    assert load_credentials(job, environ={}).warnings == ()

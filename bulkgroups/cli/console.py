@@ -1,9 +1,11 @@
-"""What a person sees: a live progress line on a terminal, and the summary at the end."""
+"""What a person sees: a live progress line on a terminal, and the summary at the end. The
+runner and the other domain modules return what they found; this module prints it."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -17,9 +19,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from bulkgroups.display import shown
 from bulkgroups.model import Status, TargetKind
 from bulkgroups.results.stats import Tally
 from bulkgroups.rows.survey import Survey
+from bulkgroups.runner import RunSummary
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -29,6 +33,33 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """`n` and the noun it counts: "1 row", "2 rows", "1,000 rows"."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def warn(message: str) -> None:
+    err.print(f"bulkgroups: warning: {message}", markup=False)
+
+
+class ConsoleView:
+    """The runner's RunView on this console: warnings on stderr, and a progress bar on a
+    terminal unless quiet."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self._quiet = quiet
+
+    @property
+    def wants_total(self) -> bool:
+        return not self._quiet and is_tty()
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def progress(self, total: int | None) -> LiveProgress:
+        return LiveProgress(total=total, enabled=not self._quiet)
+
+
 class LiveProgress:
     """Rows done of total, by status, rate and ETA; redrawn at most a few times a second."""
 
@@ -36,11 +67,10 @@ class LiveProgress:
         self._enabled = enabled and is_tty()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._total = total
-        self._skipped = 0
+        self._total = total  # rows this run takes, from the row source (no header, no copies)
         self._started = time.monotonic()
 
-    def __enter__(self) -> LiveProgress:
+    def __enter__(self) -> Callable[[Tally], None]:
         if self._enabled:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -57,39 +87,37 @@ class LiveProgress:
             self._task = self._progress.add_task(
                 "rows", total=self._total, statuses="", rate=""
             )
-        return self
+        return self.update
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
-
-    def skip(self, rows: int) -> None:
-        """Rows a resume does not run again count as done from the start."""
-        self._skipped = rows
 
     def update(self, tally: Tally) -> None:
         if self._progress is None or self._task is None:
             return
         done = tally.finished
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        statuses = " ".join(f"{s.value} {n}" for s, n in sorted(tally.by_status.items()) if n)
+        statuses = " ".join(f"{s.value} {tally.by_status[s]}" for s in Status
+                            if tally.by_status[s])
         self._progress.update(
             self._task,
-            completed=done + self._skipped,
+            completed=done,
             statuses=statuses,
             rate=f"{done / elapsed:,.0f} rows/s",
         )
 
 
-def print_summary(
-    tally: Tally,
-    *,
-    elapsed_s: float,
-    results: Path,
-    stopped: str | None,
-    resume_hint: str | None,
-    already: int = 0,
-) -> None:
+def print_run(summary: RunSummary, *, quiet: bool) -> None:
+    """The end of a run: why it stopped (on stderr, even when quiet), then, unless quiet, the
+    counts in `Status` order, speed, latency, the results file and how to finish it."""
+    for note in summary.notes:
+        err.print(f"bulkgroups: {note}", markup=False)
+    if quiet:
+        if summary.stopped:
+            err.print(f"bulkgroups: stopped: {summary.stopped}", markup=False)
+        return
+    tally, elapsed_s = summary.tally, summary.elapsed_s
     table = Table(title="bulkgroups: summary", show_header=True, header_style="bold")
     table.add_column("status")
     table.add_column("rows", justify="right")
@@ -105,26 +133,30 @@ def print_summary(
         else "no requests"
     )
     out.print(f"{rate:,.1f} rows/s over {elapsed_s:.1f} s; {latency}; retries {tally.retries:,}")
-    if already:
-        out.print(f"{already:,} rows were already finished before this run and were skipped")
-    out.print(f"results: {results}", markup=False)
-    if stopped:
-        err.print(f"bulkgroups: stopped: {stopped}", markup=False)
-    if resume_hint:
-        out.print(f"to finish the remaining rows: {resume_hint}", markup=False)
+    if summary.already:
+        were = "was" if summary.already == 1 else "were"
+        out.print(f"{plural(summary.already, 'row')} {were} already finished before this run "
+                  f"and {were} skipped")
+    out.print(f"results: {shown(summary.results)}", markup=False)
+    if summary.stopped:
+        err.print(f"bulkgroups: stopped: {summary.stopped}", markup=False)
+    if summary.unfinished:
+        out.print(f"to finish the remaining rows: bulkgroups resume {shown(summary.results)}",
+                  markup=False)
 
 
 def print_survey(
     s: Survey, *, kind: TargetKind, source: Path, dry_run: bool, batch_size: int = 1
 ) -> None:
-    out.print(f"input: {source}", markup=False)
-    out.print(f"rows: {s.rows:,} ({s.valid:,} valid, {s.invalid:,} invalid)")
+    out.print(f"input: {shown(source)}", markup=False)
+    dupes = f", {s.duplicates:,} duplicate" if s.duplicates else ""
+    out.print(f"rows: {s.rows:,} ({s.valid:,} valid, {s.invalid:,} invalid{dupes})")
     for op, n in sorted(s.by_op.items()):
         out.print(f"  {op}: {n:,}", markup=False)
     if dry_run:
         out.print(f"groups touched: {len(s.by_group):,}")
         for group, n in s.by_group.most_common(10):
-            out.print(f"  {group}: {n:,} rows", markup=False)
+            out.print(f"  {group}: {plural(n, 'row')}", markup=False)
         changes = s.member_changes()
         if kind is TargetKind.DOCSPACE and batch_size > 1:
             out.print(

@@ -9,35 +9,39 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from bulkgroups import __version__
 from bulkgroups.cli import console
-from bulkgroups.job import Job, JobError, load_job, results_path, with_limits
-from bulkgroups.results.file import ResultsFileError, read_meta
+from bulkgroups.cli.errors import exit_on_error, fail
+from bulkgroups.display import shown
+from bulkgroups.exits import EXIT_USAGE
+from bulkgroups.job import Job, load_job, results_path, with_limits
+from bulkgroups.results.file import read_meta
 from bulkgroups.results.retention import latest_results
-from bulkgroups.rows.readers import InputError, read_rows
+from bulkgroups.rows.source import rows_for
 from bulkgroups.rows.survey import survey
-from bulkgroups.runner import EXIT_ROWS, EXIT_USAGE, RunRefused, RunRequest, run_job
+from bulkgroups.runner import RunRequest, run_job
 
 JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    console.err.print(f"bulkgroups: {message}", markup=False)
-    sys.exit(code)
+class _Commands(click.Group):
+    """Every command runs inside the one error-to-exit handler (cli/errors.py)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with exit_on_error():
+            return super().invoke(ctx)
 
 
 def _load(job_file: Path, *, rate: float | None = None, concurrency: int | None = None) -> Job:
-    try:
-        return with_limits(load_job(job_file), rate=rate, concurrency=concurrency)
-    except JobError as exc:
-        _fail(str(exc), EXIT_USAGE)
+    return with_limits(load_job(job_file), rate=rate, concurrency=concurrency)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bulkgroups")
 def cli() -> None:
     """Remove and move group members in bulk through the ONLYOFFICE DocSpace and Adaxes
@@ -67,16 +71,13 @@ def _limit_options(f: Callable[..., None]) -> Callable[..., None]:
 
 
 def _execute(job: Job, request: RunRequest) -> NoReturn:
-    try:
-        code = asyncio.run(run_job(job, request))
-    except (JobError, InputError) as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except RunRefused as exc:
-        _fail(str(exc), exc.code)
-    sys.exit(code)
+    view = console.ConsoleView(quiet=request.quiet)
+    summary = asyncio.run(run_job(job, request, view=view))
+    console.print_run(summary, quiet=request.quiet)
+    sys.exit(summary.code)
 
 
-@cli.command()
+@cli.command(short_help="Run the job: one outcome line per input row in the results.")
 @click.argument("job_file", type=JOB, metavar="JOB.toml")
 @click.option("--dry-run", is_flag=True,
               help="Read and validate every row, print what would be sent, send nothing.")
@@ -101,14 +102,14 @@ def run(job_file: Path, dry_run: bool, results: Path | None, resume: bool, rate:
     if resume and results is None:
         found = latest_results(job)
         if found is None:
-            _fail(f"{job_file}: no results file of this job to resume", EXIT_USAGE)
+            fail(f"{shown(job_file)}: no results file of this job to resume", EXIT_USAGE)
         results = found
     path = results_path(job, now=datetime.now().astimezone(), override=results)
     _execute(job, RunRequest(results=path, resume=resume, max_changes=max_changes, yes=yes,
                              quiet=quiet))
 
 
-@cli.command()
+@cli.command(short_help="Finish a results file: re-run the rows with no final outcome.")
 @click.argument("results", type=click.Path(dir_okay=False, path_type=Path),
                 metavar="RESULTS.jsonl")
 @click.option("--force", is_flag=True,
@@ -120,13 +121,10 @@ def resume(results: Path, force: bool, rate: float | None, concurrency: int | No
     """Re-run only the rows of RESULTS.jsonl that have no final outcome (failed, or never
     reached), appending to it. The job and input are found through RESULTS.meta.json.
     """
-    try:
-        meta = read_meta(results)
-    except ResultsFileError as exc:
-        _fail(str(exc), EXIT_USAGE)
+    meta = read_meta(results)  # a broken one: ResultsFileError, exit 2 (exit_on_error)
     if meta is None or not isinstance(meta.get("job"), str):
-        _fail(f"{results}: no metadata beside it (expected {results.stem}.meta.json)",
-              EXIT_USAGE)
+        fail(f"{shown(results)}: no metadata beside it (expected {results.stem}.meta.json)",
+             EXIT_USAGE)
     job = _load(Path(meta["job"]), rate=rate, concurrency=concurrency)
     plan = Path(meta["plan"]) if isinstance(meta.get("plan"), str) else None
     if plan is not None:  # an interrupted `apply`: its rows come from the plan, re-checked
@@ -135,7 +133,7 @@ def resume(results: Path, force: bool, rate: float | None, concurrency: int | No
                              max_changes=max_changes, yes=yes, quiet=quiet))
 
 
-@cli.command()
+@cli.command(short_help="Check the job file and every input row, offline.")
 @click.argument("job_file", type=JOB, metavar="JOB.toml")
 def validate(job_file: Path) -> None:
     """Check the job file and every input row offline; list bad rows with their line numbers.
@@ -146,16 +144,11 @@ def validate(job_file: Path) -> None:
 
 
 def _survey(job: Job, *, dry_run: bool) -> NoReturn:
-    try:
-        found = survey(
-            read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
-                      default_op=job.input.op)
-        )
-    except InputError as exc:
-        _fail(str(exc), EXIT_USAGE)
+    # The same rows as `run` takes (rows.source): protected rows invalid, copies skipped.
+    found = survey(rows_for(job))
     console.print_survey(found, kind=job.target.kind, source=job.input.path, dry_run=dry_run,
                          batch_size=job.limits.batch_size)
-    sys.exit(EXIT_ROWS if found.invalid else 0)
+    sys.exit(found.exit_code)
 
 
 def _register() -> None:
@@ -164,12 +157,19 @@ def _register() -> None:
     from bulkgroups.cli.schedule import schedule_command
     from bulkgroups.sandbox.cli import sandbox_command
 
-    cli.add_command(plan_command, name="plan")
-    cli.add_command(apply_command, name="apply")
-    cli.add_command(report_command, name="report")
-    cli.add_command(undo_command, name="undo")
-    cli.add_command(schedule_command, name="schedule")
-    cli.add_command(sandbox_command, name="sandbox")
+    # One line each in `bulkgroups --help`: click would cut the first sentence short.
+    short = {
+        "plan": (plan_command, "Show what the job would change in the live groups (GET only)."),
+        "apply": (apply_command, "Run exactly a saved plan's changes, re-checked at send time."),
+        "report": (report_command, "Count a results file's rows by status; list the errors."),
+        "undo": (undo_command, "Write the input that reverses the changes a results file made."),
+        "schedule": (schedule_command, "Print or install a nightly systemd timer or crontab line."),
+        "sandbox": (sandbox_command, None),
+    }
+    for name, (command, help_line) in short.items():
+        if help_line is not None:
+            command.short_help = help_line
+        cli.add_command(command, name=name)
 
 
 _register()

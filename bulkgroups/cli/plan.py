@@ -13,6 +13,8 @@ from typing import NoReturn
 import click
 import orjson
 
+from bulkgroups.cli import console
+from bulkgroups.cli.errors import exit_on_error
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import Job, JobError, load_job, results_path
 from bulkgroups.plan import render_text
@@ -21,7 +23,7 @@ from bulkgroups.planning.make import plan_job
 from bulkgroups.planning.planfile import PlanFileError, read_header
 from bulkgroups.planning.show import render_saved
 from bulkgroups.rows.readers import InputError
-from bulkgroups.runner import EXIT_REFUSED, EXIT_USAGE, RunRefused, RunRequest, run_job
+from bulkgroups.runner import EXIT_REFUSED, EXIT_USAGE, RunRequest, run_job
 
 PATH = click.Path(dir_okay=False, path_type=Path)
 
@@ -113,11 +115,9 @@ def apply_command(plan_file: Path, results: Path | None, yes: bool, quiet: bool)
     # The send-time check is made on the adapter's own read of the group: it needs precheck.
     job = dataclasses.replace(job, limits=dataclasses.replace(job.limits, precheck=True))
     path = results_path(job, now=datetime.now().astimezone(), override=results)
-    try:
-        code = asyncio.run(run_job(job, RunRequest(results=path, plan=plan_file, yes=yes,
-                                                   quiet=quiet)))
-    except (JobError, InputError, PlanFileError) as exc:
-        _fail(str(exc))
-    except RunRefused as exc:
-        _fail(str(exc), exc.code)
-    sys.exit(code)
+    view = console.ConsoleView(quiet=quiet)
+    with exit_on_error():  # JobError, InputError, PlanFileError: 2; RunRefused: its code
+        summary = asyncio.run(run_job(job, RunRequest(results=path, plan=plan_file, yes=yes,
+                                                      quiet=quiet), view=view))
+    console.print_run(summary, quiet=quiet)
+    sys.exit(summary.code)

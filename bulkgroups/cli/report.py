@@ -9,14 +9,16 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import orjson
 from rich.table import Table
 from rich.text import Text
 
-from bulkgroups.cli.console import err, out
+from bulkgroups.cli.console import err, out, plural
+from bulkgroups.cli.errors import fail as _fail
+from bulkgroups.cli.errors import warn as _warn
 from bulkgroups.results.file import ResultsFileError, max_row_of, meta_path, read_meta
 from bulkgroups.results.html import render_html
 from bulkgroups.results.report import STATUSES, Report, failed_rows, scan_results
@@ -24,25 +26,15 @@ from bulkgroups.results.undo import (
     OutputExists,
     Trust,
     UndoSummary,
+    held_back_warning,
     trust_of,
     write_rows,
     write_undo,
 )
 from bulkgroups.rows.readers import detect_format
 
-EXIT_USAGE = 2  # as in runner: usage error, nothing done
-
 RESULTS = click.Path(dir_okay=False, path_type=Path)
 FILE = click.Path(dir_okay=False, writable=False, path_type=Path)
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"bulkgroups: {message}", markup=False)
-    sys.exit(EXIT_USAGE)
-
-
-def _warn(message: str) -> None:
-    err.print(f"bulkgroups: warning: {message}", markup=False)
 
 
 def _meta(results: Path) -> dict[str, Any] | None:
@@ -101,10 +93,12 @@ def report_command(results: Path, as_json: bool, failed_csv: Path | None,
     note = err if as_json else out
     if failed_csv is not None:
         try:
-            n = write_rows(failed_csv, failed_rows(results, scan), fmt="csv", force=True)
+            n, held = write_rows(failed_csv, failed_rows(results, scan), fmt="csv", force=True)
         except OSError as exc:
             _fail(f"{failed_csv}: cannot write: {_why(exc)}")
-        note.print(f"wrote {n:,} failed rows to {failed_csv}", markup=False)
+        note.print(f"wrote {plural(n, 'failed row')} to {failed_csv}", markup=False)
+        if held:
+            _warn(held_back_warning(held, failed_csv))
     if html_file is not None:
         page = render_html(report, source=str(results),
                            generated_at=datetime.now().astimezone().isoformat(timespec="seconds"))
@@ -205,6 +199,8 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
         where = exc.filename or results
         _fail(f"{where}: {_why(exc)}")
     _undo_warnings(summary, meta, results, output)
+    if summary.held_back:
+        _warn(held_back_warning(summary.held_back, output))
     out.print(_undo_line(summary, meta, results, output), markup=False)
 
 

@@ -11,11 +11,12 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from bulkgroups.job import Job, JobError, load_job
+from bulkgroups.cli.errors import exit_on_error
+from bulkgroups.cli.errors import fail as _fail
+from bulkgroups.job import Job, load_job
 from bulkgroups.schedule.units import (
     CronError,
     Schedule,
@@ -32,20 +33,12 @@ from bulkgroups.schedule.units import (
     timer_text,
 )
 
-EXIT_USAGE, EXIT_REFUSED = 2, 3
 JOB = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"bulkgroups: {message}", err=True)
-    sys.exit(code)
-
-
 def _load(job_file: Path) -> Job:
-    try:
+    with exit_on_error():  # a JobError exits 2
         return load_job(job_file)
-    except JobError as exc:
-        _fail(str(exc))
 
 
 # --- schedule ------------------------------------------------------------------------------

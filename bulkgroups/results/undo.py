@@ -132,6 +132,7 @@ class UndoSummary:
     cannot: int  # lines recording a change without saying what (old move_all lines)
     lines: int  # readable results lines
     unreadable: int  # torn or damaged lines, skipped
+    held_back: int = 0  # rows not written: a value would run as a spreadsheet formula
     # With the run's snapshots: changes the API cannot reverse (each with why), and changes
     # of nothing (the member was already so before the run), neither written as a row.
     not_restorable: tuple[Unrestorable, ...] = ()
@@ -215,10 +216,10 @@ def _read_back(
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def warn(message: str) -> None:
-    from bulkgroups.cli.console import err
-
-    err.print(f"bulkgroups: warning: {message}", markup=False)
+def held_back_warning(rows: int, path: Path) -> str:
+    """What to tell the user about `rows` held back from `path` (the CLI prints it)."""
+    return (f"{rows:,} {'row' if rows == 1 else 'rows'} held back from {path}: a value began "
+            "with =, +, -, @ or a control character (no valid id does)")
 
 
 class InputFileWriter:
@@ -275,9 +276,6 @@ class InputFileWriter:
             self._f.close()
             if exc_type is None:
                 self._commit()
-                if self.skipped:
-                    warn(f"{self.skipped:,} rows held back from {self.path}: a value began "
-                         "with =, +, -, @ or a control character (no valid id does)")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
@@ -341,6 +339,7 @@ def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False,
         cannot=cannot,
         lines=index.lines,
         unreadable=index.unreadable,
+        held_back=writer.skipped,
         not_restorable=tuple(exact.cannot) if exact else (),
         unchanged=exact.unchanged if exact else 0,
         from_snapshot=exact is not None,
@@ -357,9 +356,10 @@ def _restoring_rows(exact: Restore | None) -> Iterator[InputRow]:
         yield InputRow("remove" if c.joined else "add", c.group, c.member)
 
 
-def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool) -> int:
-    """Write `rows` as an input file; the number written."""
+def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool
+               ) -> tuple[int, int]:
+    """Write `rows` as an input file; the rows written and the rows held back."""
     with InputFileWriter(path, fmt, force=force) as writer:
         for row in rows:
             writer.write(row)
-    return writer.written
+    return writer.written, writer.skipped

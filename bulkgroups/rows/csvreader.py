@@ -78,12 +78,13 @@ class CsvRows:
     being swallowed.
     """
 
-    __slots__ = ("_cols", "_gen", "_make", "_width", "lines")
+    __slots__ = ("_cols", "_gen", "_key_columns", "_make", "_width", "lines")
 
     def __init__(self, lines: LineReader) -> None:
         self.lines = lines
         self._make: Make | None = None
         self._cols = (-1, -1, -1, -1)
+        self._key_columns: tuple[int, ...] = ()  # columns holding ids, once rows() set them
         self._width = 0
         self._gen = self._run()
 
@@ -99,11 +100,56 @@ class CsvRows:
         for a column the header lacks; `width` is the header's field count."""
         self._make = make
         self._cols = (op, group, member, to_group)
+        self._key_columns = tuple(i for i in self._cols if i >= 0)
         self._width = width
         rows: Iterator[Row | InvalidRow] = self._gen
         return rows
 
     def _run(self) -> Iterator[Any]:
+        # The header record, then (once `rows()` has said how to read them) the rows: one
+        # generator, so that `header()` and the rows share the records read.
+        try:
+            records = self._records()
+            first = next(records, None)
+            if first is None:
+                return
+            yield first
+            if self._make is None:
+                return  # header() only: rows() was never asked for
+            yield from self._rows_of(records)
+        finally:
+            self.lines.f.close()
+
+    def _rows_of(self, records: Iterator[Record]) -> Iterator[Row | InvalidRow]:
+        make = self._make
+        assert make is not None
+        i_op, i_group, i_member, i_to = self._cols
+        width = self._width
+        row = 0
+        for start, rec in records:
+            row += 1
+            if isinstance(rec, str):
+                yield InvalidRow(row, start, rec)
+                continue
+            n = len(rec)
+            if n != width:
+                if n < width:
+                    rec.extend([""] * (width - n))
+                elif _has_values(rec, width):
+                    reason = f"{n} fields, header has {width}"
+                    yield _invalid(row, start, reason, rec, i_op, i_group, i_member, i_to)
+                    continue
+            yield make(
+                row,
+                start,
+                rec[i_op].strip() if i_op >= 0 else "",
+                rec[i_group].strip(),
+                rec[i_member].strip() if i_member >= 0 else "",
+                rec[i_to].strip() if i_to >= 0 else "",
+            )
+
+    def _records(self) -> Iterator[Record]:
+        """(first line, fields or why unreadable) of every record that is not blank."""
         lines = self.lines
         readline = lines.readline
         limit = lines.limit
@@ -114,88 +160,34 @@ class CsvRows:
         # One reader for the whole file, fed one record's lines at a time: it raises
         # IndexError when a quoted value needs a line it has not been given yet.
         reader = csv.reader(iter(parts.popleft, None), strict=True, skipinitialspace=True)
-        make: Make | None = None
-        i_op = i_group = i_member = i_to = width = -1
-        key_columns: tuple[int, ...] = ()
         lineno = 0
-        row = 0
-        rec: list[str] | str
-        try:
-            while True:
-                if pending:
-                    b = pending.popleft()
-                    if b is TOO_LONG:
-                        b = b""
+        rec: list[str] | str | None
+        while True:
+            if pending:
+                b = pending.popleft()  # a line given back: TOO_LONG stands for a long one
+            else:
+                b = readline(limit)
+                if not b:
+                    return
+            lineno += 1
+            start = lineno
+            if len(b) > max_bytes:
+                b = lines.clip(b)
+            if b is TOO_LONG:
+                rec = too_long
+            elif b'"' not in b:
+                rec = _plain(b)
+            else:
+                s = _text(b)
+                if s is None:
+                    rec = _unreadable(b)
                 else:
-                    b = readline(limit)
-                    if not b:
-                        return
-                lineno += 1
-                start = lineno
-                if len(b) > max_bytes:
-                    b = lines.clip(b)
-                if not b or b is TOO_LONG:
-                    rec = too_long
-                else:
-                    try:
-                        s = b.decode()
-                    except UnicodeDecodeError:
-                        s = ""
-                        rec = "not valid UTF-8"
-                    if not s:
-                        pass
-                    elif "\x00" in s:
-                        rec = "contains a NUL byte"
-                    elif '"' not in s:
-                        if not s.strip(_BLANK):
-                            continue
-                        body = s.rstrip("\r\n")
-                        rec = BARE_CR if "\r" in body else body.split(",")
-                    else:
-                        rec, lineno = self._quoted(reader, parts, s, len(b), lineno, key_columns)
-                        if not rec:
-                            continue  # a blank record
-
-                if make is None:
-                    yield start, rec
-                    make = self._make
-                    if make is None:
-                        return  # header() only: rows() was never asked for
-                    i_op, i_group, i_member, i_to = self._cols
-                    width = self._width
-                    key_columns = tuple(i for i in self._cols if i >= 0)
-                    continue
-
-                row += 1
-                if isinstance(rec, str):
-                    yield InvalidRow(row, start, rec)
-                    continue
-                n = len(rec)
-                if n != width:
-                    if n < width:
-                        rec.extend([""] * (width - n))
-                    elif any(x.strip() for x in rec[width:]):
-                        yield _invalid(
-                            row,
-                            start,
-                            f"{n} fields, header has {width}",
-                            rec,
-                            i_op,
-                            i_group,
-                            i_member,
-                            i_to,
-                        )
-                        continue
-                yield make(
-                    row,
-                    start,
-                    rec[i_op].strip() if i_op >= 0 else "",
-                    rec[i_group].strip(),
-                    rec[i_member].strip() if i_member >= 0 else "",
-                    rec[i_to].strip() if i_to >= 0 else "",
-                )
-        finally:
-            lines.f.close()
+                    rec, lineno = self._quoted(reader, parts, s, len(b), lineno,
+                                               self._key_columns)
+                    if not rec:
+                        continue  # a blank record
+            if rec is not None:
+                yield start, rec
 
     def _quoted(
         self,
@@ -208,59 +200,110 @@ class CsvRows:
     ) -> tuple[list[str] | str, int]:
         """The record that starts with `first`, a line with a quote in it: its fields (an
         empty list when blank) or why it is unreadable, and the last line it took."""
-        lines = self.lines
-        readline = lines.readline
-        pending = lines.pending
-        max_bytes = lines.max_line_bytes
         start = lineno
-        texts = [first]
         more: list[bytes] = []  # lines after the first, to read again if this fails
-        fields: list[str] | None = None
-        reason = "unclosed quote"
-        while True:
-            parts.extend(texts)
-            try:
-                fields = next(reader)
-                parts.clear()
-                break
-            except IndexError:
-                pass
-            except csv.Error as exc:
-                parts.clear()
-                # The csv module's words for a bare CR speak of its own open() modes.
-                reason = BARE_CR if "new-line character" in str(exc) else f"bad quoting: {exc}"
-                break
-            if len(texts) >= MAX_RECORD_LINES:
-                reason = f"unclosed quote (record runs past {MAX_RECORD_LINES} lines)"
-                break
-            b = pending.popleft() if pending else readline(lines.limit)
-            if not b:
-                break
-            if len(b) > max_bytes:
-                b = lines.clip(b)
-            more.append(b)
-            if b is TOO_LONG or b"\x00" in b:
-                break
-            try:
-                texts.append(b.decode())
-            except UnicodeDecodeError:
-                break
-            lineno += 1
-            size += len(b)
-            if size > max_bytes:
-                reason = f"unclosed quote (record runs past {max_bytes} bytes)"
-                break
-
+        fields, reason, lineno = self._take_record(reader, parts, first, size, lineno, more)
         if fields is not None and more and _line_break_in(fields, key_columns):
             fields = None
             reason = "line break inside a quoted value (unclosed quote?)"
         if fields is None:
             if more:
-                pending.extendleft(reversed(more))
+                self.lines.pending.extendleft(reversed(more))
             return reason, start
         if not "".join(fields).strip():
             return [], lineno
         return fields, lineno
+
+    def _take_record(
+        self, reader: Iterator[list[str]], parts: deque[str], first: str, size: int,
+        lineno: int, more: list[bytes],
+    ) -> tuple[list[str] | None, str, int]:
+        """Feed `reader` lines from `first` on until it has a record: (its fields or None,
+        why not, the last line taken). Every line taken after `first` is put in `more`."""
+        texts = [first]
+        while True:
+            parts.extend(texts)
+            fields, reason = _next_fields(reader, parts)
+            if fields is not None or reason is not None:
+                return fields, reason or "", lineno
+            if len(texts) >= MAX_RECORD_LINES:
+                return None, f"unclosed quote (record runs past {MAX_RECORD_LINES} lines)", lineno
+            text = self._continuation(more)
+            if text is None:
+                return None, "unclosed quote", lineno
+            texts.append(text)
+            lineno += 1
+            size += len(more[-1])
+            if size > self.lines.max_line_bytes:
+                reason = f"unclosed quote (record runs past {self.lines.max_line_bytes} bytes)"
+                return None, reason, lineno
+
+    def _continuation(self, more: list[bytes]) -> str | None:
+        """The next physical line as text, appended (as bytes) to `more`; None at the end of
+        the file or for a line that cannot continue a record (too long, NUL, not UTF-8)."""
+        lines = self.lines
+        b = lines.pending.popleft() if lines.pending else lines.readline(lines.limit)
+        if not b:
+            return None
+        if len(b) > lines.max_line_bytes:
+            b = lines.clip(b)
+        more.append(b)
+        if b is TOO_LONG or b"\x00" in b:
+            return None
+        return _text(b)
+
+
+def _next_fields(reader: Iterator[list[str]], parts: deque[str]
+                 ) -> tuple[list[str] | None, str | None]:
+    """The record `reader` makes of the lines in `parts`: (fields, None); (None, why) when
+    they cannot be read; (None, None) when it needs another line."""
+    try:
+        fields = next(reader)
+    except IndexError:
+        return None, None
+    except csv.Error as exc:
+        parts.clear()
+        # The csv module's words for a bare CR speak of its own open() modes.
+        return None, BARE_CR if "new-line character" in str(exc) else f"bad quoting: {exc}"
+    parts.clear()
+    return fields, None
+
+
+def _text(b: bytes) -> str | None:
+    """The line as text; None when it is not UTF-8 or holds a NUL byte."""
+    try:
+        s = b.decode()
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in s else s
+
+
+def _unreadable(b: bytes) -> str:
+    """Why a line `_text` turned down cannot be read."""
+    try:
+        b.decode()
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    return "contains a NUL byte"
+
+
+def _plain(b: bytes) -> list[str] | str | None:
+    """The fields of a line without a quote (split on commas, as the csv module would), why
+    it is unreadable, or None for a blank line."""
+    try:
+        s = b.decode()
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    if "\x00" in s:
+        return "contains a NUL byte"
+    if not s.strip(_BLANK):
+        return None
+    body = s.rstrip("\r\n")
+    return BARE_CR if "\r" in body else body.split(",")
+
+
+def _has_values(rec: list[str], width: int) -> bool:
+    return any(x.strip() for x in rec[width:])
 
 
 def _line_break_in(fields: list[str], columns: tuple[int, ...]) -> bool:

@@ -8,12 +8,14 @@ raises InputError, before the first row.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import orjson
 
+from bulkgroups.display import shown
 from bulkgroups.identity import id_check, id_problem, norm_id
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
 from bulkgroups.rows.csvreader import BARE_CR, TOO_LONG, CsvRows, LineReader, Make
@@ -48,14 +50,16 @@ def read_rows(
     kind: TargetKind,
     default_op: Op | None = None,
     max_line_bytes: int = 65536,
+    upto: int | None = None,
 ) -> Iterator[Row | InvalidRow]:
     """Rows of `path`, one per record. Opens the file and checks a CSV header at once, so
     InputError comes from this call, not from the first `next()`. The file is closed when
-    the rows run out or the iterator is closed."""
+    the rows run out or the iterator is closed. `upto`: read only the file's first `upto`
+    bytes (what a run fingerprinted), whatever is appended to it meanwhile."""
     try:
-        f = path.open("rb")
+        f = open_input(path, upto)
     except OSError as exc:
-        raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
+        raise InputError(f"{shown(path)}: cannot open: {exc.strerror or exc}") from None
     try:
         if f.peek(3)[:3] == _BOM:
             f.read(3)
@@ -77,33 +81,33 @@ def _csv_rows(
 ) -> Iterator[Row | InvalidRow]:
     first = reader.header()
     if first is None:
-        raise InputError(f"{path}: no header row (the file is empty)")
+        raise InputError(f"{shown(path)}: no header row (the file is empty)")
     line, header = first
     if header == BARE_CR:
         # Most likely a file whose every line ends in CR: read as one long header line, it
         # would run as a header and no rows, and exit 0.
         raise InputError(
-            f"{path}: line {line}: the header holds a bare carriage return (CR): do the lines "
-            "end in CR only, as old Mac programs write them? Save the file with LF or CRLF "
+            f"{shown(path)}: line {line}: the header holds a bare carriage return (CR): do the "
+            "lines end in CR only, as old Mac programs write them? Save the file with LF or CRLF "
             "line endings"
         )
     if isinstance(header, str):
-        raise InputError(f"{path}: line {line}: cannot read the header: {header}")
+        raise InputError(f"{shown(path)}: line {line}: cannot read the header: {header}")
     at: dict[str, int] = {}
     for i, name in enumerate(header):
         name = name.strip().lower()
         if name in _COLUMNS:
             if name in at:
-                raise InputError(f"{path}: line {line}: column {name!r} appears twice")
+                raise InputError(f"{shown(path)}: line {line}: column {name!r} appears twice")
             at[name] = i
     if "group" not in at:
         raise InputError(
-            f"{path}: line {line}: the header has no 'group' column; the first line must "
+            f"{shown(path)}: line {line}: the header has no 'group' column; the first line must "
             "name the columns: op,group,member,to_group"
         )
     if "op" not in at and default_op is None:
         raise InputError(
-            f"{path}: line {line}: the header has no 'op' column and no default op is set "
+            f"{shown(path)}: line {line}: the header has no 'op' column and no default op is set "
             "([input] op)"
         )
     return reader.rows(
@@ -288,11 +292,44 @@ def _show(value: str, *, limit: int = 40) -> str:
     return repr(value[:limit])[:-1] + "...'"
 
 
-def count_lines(path: Path) -> int:
-    """Newlines in the file, counted without parsing: no file holds more records than this
-    (plus one for a last line without its newline)."""
+def count_lines(path: Path, upto: int | None = None) -> int:
+    """Newlines in the file (in its first `upto` bytes), counted without parsing: no file
+    holds more records than this (plus one for a last line without its newline)."""
     n = 0
-    with open(path, "rb") as f:
+    with open_input(path, upto) as f:
         while chunk := f.read(1 << 20):
             n += chunk.count(b"\n")
     return n
+
+
+class _Prefix(io.RawIOBase):
+    """The first `size` bytes of an open file, as if the file ended there."""
+
+    def __init__(self, raw: io.FileIO, size: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._left)
+        if n <= 0:
+            return 0
+        got = self._raw.readinto(memoryview(buffer)[:n]) or 0
+        self._left -= got
+        return got
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_input(path: Path, upto: int | None = None) -> io.BufferedReader:
+    """`path` opened for reading in binary; with `upto`, cut at that many bytes, so that a
+    file appended to while a run reads it still ends where the run counted and hashed it."""
+    if upto is None:
+        return open(path, "rb")  # the caller closes it
+    raw = open(path, "rb", buffering=0)  # noqa: SIM115
+    return io.BufferedReader(_Prefix(raw, upto), buffer_size=1 << 16)

@@ -32,6 +32,8 @@ class Endpoint:
     # A fixed token, or for a username_env/password_env job the user name and password: the
     # transport then signs in on first use, renews, and signs out when `connect` ends.
     token: Secret | Login
+    # What loading the credentials found worth telling the user (the caller prints them).
+    warnings: tuple[str, ...] = ()
 
 
 def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
@@ -58,7 +60,7 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
     """The URL and credential to use; for a sandbox job, starts the embedded emulator first."""
     creds = load_credentials(job, environ=environ)
     if not job.target.sandbox:
-        yield Endpoint(job.target.base_url, _credential(job, creds, None))
+        yield Endpoint(job.target.base_url, _credential(job, creds, None), creds.warnings)
         return
     from bulkgroups.sandbox import Sandbox, make_state  # only sandbox jobs pay for it
 
@@ -70,7 +72,7 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
     async with Sandbox(state) as sb:
         url = sb.base_url if job.target.kind is TargetKind.DOCSPACE else sb.adaxes_url
         fallback = _sandbox_token(job.target.kind, state)
-        yield Endpoint(url, _credential(job, creds, fallback))
+        yield Endpoint(url, _credential(job, creds, fallback), creds.warnings)
 
 
 def _ssl(job: Job) -> ssl.SSLContext | bool:
