@@ -17,6 +17,7 @@ import pytest
 
 from bulkgroups.job import load_job
 from bulkgroups.model import InvalidRow, Row, SkippedRow
+from bulkgroups.results.file import Record, decode
 from bulkgroups.results.resume import FinishedRows
 from bulkgroups.results.stats import Tally
 from bulkgroups.rows.readers import InputError
@@ -133,9 +134,11 @@ def test_rows_for_classes_and_skips_what_is_final(tmp_path: Path) -> None:
     assert (found.rows, found.valid, found.invalid, found.duplicates) == (6, 3, 2, 1)
     assert census(rows_for(job)).changes == 3
 
-    done = FinishedRows()
+    done = FinishedRows(max_row=10)
     for row, status in ((1, "ok"), (2, "failed"), (3, "noop")):
-        done.add_line(orjson.dumps({"row": row, "status": status}))
+        record = decode(orjson.dumps({"row": row, "status": status}))
+        assert isinstance(record, Record)
+        done.add(record)
     left = list(rows_for(job, resume_index=done))
     assert [i.row for i in left] == [2, 4, 5, 6]
     assert isinstance(left[0], Row) and isinstance(left[1], InvalidRow)
