@@ -33,6 +33,7 @@ _EXIT_FOR_STOP = {
     StopReason.AUTH: EXIT_REFUSED,
     StopReason.TLS: EXIT_REFUSED,
     StopReason.FAILURE_RATIO: EXIT_REFUSED,
+    StopReason.RESULTS: EXIT_REFUSED,
     StopReason.SIGINT: EXIT_SIGINT,
     StopReason.SIGTERM: EXIT_SIGTERM,
     StopReason.INTERNAL: EXIT_ROWS,
@@ -171,6 +172,9 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
                     on_progress=progress.update,
                     abort_failure_ratio=job.safety.abort_failure_ratio,
                     abort_min_rows=job.safety.abort_min_rows,
+                    # A stop waits for requests in flight (each ends within its timeout),
+                    # never for a pause or a retry: exit within timeout_s + 1 s.
+                    stop_grace_s=job.limits.timeout_s,
                 )
                 if done is not None:
                     progress.skip(done.count)
@@ -182,7 +186,13 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     code = _exit_code(pipeline, earlier_invalid)
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
                       stopped=pipeline.reason.value if pipeline.stopping else None)
-    write_meta(req.results, meta)
+    try:
+        write_meta(req.results, meta)
+    except OSError:
+        if pipeline.reason is not StopReason.RESULTS:
+            raise
+        # The disk that refused the results refuses the metadata too; the run's record
+        # stays as it started, which resume accepts.
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
         prune(job, keep=job.output.keep, current=req.results)

@@ -8,6 +8,7 @@ from types import TracebackType
 
 from aiolimiter import AsyncLimiter
 
+from bulkgroups import clock
 from bulkgroups.http.quota import Quota
 
 # After a 429 the rate halves (never below this share of the job's rate); each answered
@@ -88,7 +89,26 @@ class Pacer:
         climbed = self._current + self._max * _CLIMB_SHARE
         self._set_rate(min(climbed, allowed), floor=min(_QUOTA_FLOOR_RATE, self._max))
 
+    async def ready(self) -> None:
+        """Returns once a request entering now would start at once: a concurrency slot free,
+        the rate's turn come, no pause. Takes nothing. For the batcher (engine's hook): a
+        batch keeps taking rows until its request can really go."""
+        while True:
+            wait = self._pause_until - self._now()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if self._slots.locked():
+                await self._slots.acquire()  # wait for a free slot, then give it back
+                self._slots.release()
+                continue
+            if self._limiter.has_capacity():
+                return
+            # The bucket (capacity 1) empties at the current rate.
+            await asyncio.sleep(max(self._limiter._level, 1e-3) / self._current)
+
     async def __aenter__(self) -> None:
+        entered = self._now()
         await self._slots.acquire()
         try:
             while True:
@@ -98,6 +118,7 @@ class Pacer:
                 await self._limiter.acquire()
                 # A pause may have begun while this request queued for its turn.
                 if self._pause_until <= self._now():
+                    clock.waited(self._now() - entered)  # engine's hook: the row's wait
                     return
         except BaseException:
             self._slots.release()

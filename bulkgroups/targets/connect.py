@@ -22,6 +22,7 @@ from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import AdaxesTarget
 from bulkgroups.targets.base import Target
+from bulkgroups.targets.batcher import Gate
 from bulkgroups.targets.docspace import DocSpaceTarget
 from bulkgroups.targets.operations import POLL_LIMIT_FACTOR
 
@@ -100,6 +101,7 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
     waits for a connection while its timeout runs."""
     limits = job.limits
     connector = aiohttp.TCPConnector(limit=limits.concurrency, ssl=_ssl(job))
+    pacer = Pacer(rate=limits.rate, concurrency=limits.concurrency)
     async with aiohttp.ClientSession(
         connector=connector, json_serialize_bytes=orjson.dumps, raise_for_status=False
     ) as session:
@@ -107,25 +109,31 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
             session,
             base_url=endpoint.base_url,
             auth=auth_for(job.target.kind, endpoint.token),
-            pacer=Pacer(rate=limits.rate, concurrency=limits.concurrency),
+            pacer=pacer,
             policy=RetryPolicy(max_retries=limits.max_retries),
             timeout_s=limits.timeout_s,
         )
         yield make_target(job.target.kind, transport, precheck=limits.precheck,
                           protected=job.safety.protected, batch_size=limits.batch_size,
+                          gate=pacer, concurrency=limits.concurrency,
                           adm_wait_s=job.target.adm_wait_s,
                           poll_limit_s=limits.timeout_s * POLL_LIMIT_FACTOR)
 
 
-# Rows a run may hold at once: with batching, enough to fill `concurrency` requests of
-# `batch_size` members each; bounded, since each waiting row holds a little memory.
-MAX_WORKERS = 2000
+# Rows a run may hold at once when it batches: the memory budget. A row waiting for its
+# batch costs ~1.6 KB (its task, its coroutine frames, a future; measured), so 10,000 rows are
+# ~16 MB whatever the input's size. That fills every batch of an input shuffled over up to
+# ~100 groups (100 groups x 100 rows) and gives ~10-20 rows a request over 1,000 groups.
+ROW_BUDGET = 10_000
 
 
 def worker_count(job: Job) -> int:
+    """Rows in flight at once (each its own task); requests in flight are capped apart, by
+    the pacer's `concurrency`."""
     limits = job.limits
     if job.target.kind is TargetKind.DOCSPACE and limits.batch_size > 1:
-        return min(MAX_WORKERS, limits.concurrency * limits.batch_size)
+        # Enough to fill `concurrency` batches of a sorted input too, within 4x the budget.
+        return max(ROW_BUDGET, min(limits.concurrency * limits.batch_size, 4 * ROW_BUDGET))
     return limits.concurrency
 
 
@@ -138,13 +146,16 @@ def make_target(
     batch_size: int = 1,
     adm_wait_s: int | None = None,
     poll_limit_s: float = 300.0,
+    gate: Gate | None = None,
+    concurrency: int = 10,
 ) -> Target:
     """`protected`: ids a `move_all` must not carry along (the row ends `invalid`).
     `batch_size`: members a DocSpace list request may carry (Adaxes has no list call).
     `adm_wait_s`, `poll_limit_s`: Adaxes asynchronous execution (see `running`)."""
     if kind is TargetKind.DOCSPACE:
         return DocSpaceTarget(
-            transport, precheck=precheck, protected=protected, batch_size=batch_size
+            transport, precheck=precheck, protected=protected, batch_size=batch_size,
+            gate=gate, concurrency=concurrency,
         )
     if kind is TargetKind.ADAXES:
         return AdaxesTarget(transport, precheck=precheck, protected=protected,

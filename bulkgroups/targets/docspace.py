@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from bulkgroups.http.transport import Reply, Transport
 from bulkgroups.model import Op, Result, Row, Status
-from bulkgroups.targets.batcher import Batcher
+from bulkgroups.targets.batcher import Batcher, Gate
 from bulkgroups.targets.members import MemberCache, Trace, reason
 
 _GROUP = "/api/2.0/group/"
@@ -74,12 +74,13 @@ class DocSpaceTarget:
         precheck: bool,
         protected: frozenset[str] = frozenset(),
         batch_size: int = 1,
-        linger_s: float = 0.02,
+        gate: Gate | None = None,
+        concurrency: int = 10,
     ) -> None:
         self._t = transport
         # The member calls take a list: rows of one group and verb share a request.
         self._batcher = (
-            Batcher(self._send_members, size=batch_size, linger_s=linger_s)
+            Batcher(self._send_members, size=batch_size, gate=gate, max_in_flight=concurrency)
             if batch_size > 1
             else None
         )
@@ -90,6 +91,8 @@ class DocSpaceTarget:
 
     def abandon(self) -> None:
         self._t.abandon()
+        if self._batcher is not None:
+            self._batcher.abandon()  # rows waiting for a batch request: no outcome
 
     async def apply(self, row: Row) -> Result:
         trace = Trace()
