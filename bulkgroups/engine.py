@@ -74,6 +74,7 @@ class Pipeline:
         abort_failure_ratio: float = 1.0,
         abort_min_rows: int = 100,
         stop_grace_s: float | None = None,
+        make_room: Callable[[], bool] | None = None,
     ) -> None:
         self._target = target
         self._sink = sink
@@ -82,6 +83,9 @@ class Pipeline:
         self._ratio = abort_failure_ratio
         self._min_rows = abort_min_rows
         self._grace_s = stop_grace_s
+        # Called once when a write fails: True if it made room for the outcomes of the rows
+        # still in flight (the run stops either way).
+        self._make_room = make_room
         self._outbox: deque[Outcome] = deque()
         self._out_ready = asyncio.Event()
         self._drained = asyncio.Event()
@@ -211,15 +215,26 @@ class Pipeline:
         try:
             self._sink(batch)
         except Exception as exc:  # ENOSPC, EIO, a read-only remount: the run cannot go on
-            self._broken = True
-            self._outbox.clear()
+            # Stop first: nothing more is sent, so what still comes back is only the rows
+            # whose requests are out.
             self.stop(StopReason.RESULTS, _unwritable(exc))
-            return
+            room, self._make_room = self._make_room, None
+            if room is None or not room() or not self._retry(batch):
+                self._broken = True
+                self._outbox.clear()
+                return
         for outcome in batch:
             self.tally.add(outcome)
         self._check_failures()
         if self._on_progress is not None:
             self._on_progress(self.tally)
+
+    def _retry(self, batch: list[Outcome]) -> bool:
+        try:
+            self._sink(batch)
+        except Exception:
+            return False
+        return True
 
     def _check_failures(self) -> None:
         if self._ratio >= 1.0 or self.stopping:

@@ -4,6 +4,7 @@ server is built in `wiring`; everything that moves rows is in `engine`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -12,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bulkgroups import __version__
 from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.job import Job
-from bulkgroups.model import Item, Status
+from bulkgroups.model import Item, Outcome, Status
 from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
@@ -38,6 +41,83 @@ _EXIT_FOR_STOP = {
     StopReason.SIGTERM: EXIT_SIGTERM,
     StopReason.INTERNAL: EXIT_ROWS,
 }
+
+
+# Room kept beside the results for the outcomes of rows still in flight when the disk fills:
+# a line is ~300 bytes; the rows that can still finish are those whose requests are out.
+_LINE_BYTES = 512
+_RESERVE_FLOOR = 64 * 1024
+_RESERVE_CAP = 8 * 1024 * 1024
+
+
+def _reserve_bytes(job: Job) -> int:
+    limits = job.limits
+    out = limits.concurrency * max(1, limits.batch_size)
+    return min(_RESERVE_CAP, _RESERVE_FLOOR + out * _LINE_BYTES)
+
+
+class _ResultsSink:
+    """The results writer, with a reserve file beside it (`RESULTS.reserve`) held for one
+    moment: when a write fails for want of room, the reserve is given back, so the outcomes
+    of the rows already sent are still written (and `undo` sees their changes) while the run
+    stops. Without the reserve (no room even for it) a full disk loses those outcomes."""
+
+    def __init__(self, path: Path, *, reserve_bytes: int) -> None:
+        self.path = path
+        self._writer = ResultsWriter(path)
+        self._failed: list[Outcome] | None = None
+        self._written = 0
+        self._reserve: Path | None = path.with_name(path.name + ".reserve")
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, reserve_bytes)
+            finally:
+                os.close(fd)
+        except OSError:
+            self._drop_reserve()
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        if outcomes is self._failed:
+            # The same batch again, after make_room: only its lines that did not make it.
+            outcomes, self._failed = outcomes[self._written:], None
+        before = self.path.stat().st_size
+        try:
+            self._writer.write(outcomes)
+        except OSError:
+            self._failed, self._written = outcomes, self._whole_lines(
+                outcomes, self.path.stat().st_size - before)
+            raise
+
+    @staticmethod
+    def _whole_lines(outcomes: list[Outcome], written: int) -> int:
+        """How many of `outcomes` a write cut after `written` bytes left whole."""
+        total = 0
+        for n, outcome in enumerate(outcomes):
+            total += len(orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE))
+            if total > written:
+                return n
+        return len(outcomes)
+
+    def make_room(self) -> bool:
+        """After a failed write: give the reserve back; True if there was one. The writer is
+        opened again, which ends a line the failed write left cut."""
+        if self._reserve is None:
+            return False
+        self._drop_reserve()
+        self._writer.close()
+        self._writer = ResultsWriter(self.path)
+        return True
+
+    def _drop_reserve(self) -> None:
+        if self._reserve is not None:
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+            self._reserve = None
+
+    def close(self) -> None:
+        self._drop_reserve()
+        self._writer.close()
 
 
 class RunRefused(Exception):
@@ -159,7 +239,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     }
     write_meta(req.results, meta)
     started = time.monotonic()
-    writer = ResultsWriter(req.results)
+    writer = _ResultsSink(req.results, reserve_bytes=_reserve_bytes(job))
     try:
         async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
             show = not req.quiet
@@ -168,6 +248,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
                 pipeline = Pipeline(
                     target=target,
                     sink=writer.write,
+                    make_room=writer.make_room,
                     workers=worker_count(job),
                     on_progress=progress.update,
                     abort_failure_ratio=job.safety.abort_failure_ratio,

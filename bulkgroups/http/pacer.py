@@ -4,6 +4,8 @@ requests in flight, and a pause that every worker honours when the server says t
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from types import TracebackType
 
 from aiolimiter import AsyncLimiter
@@ -17,6 +19,12 @@ _FLOOR_SHARE = 0.05
 _CLIMB_SHARE = 0.02
 # Spend a quota at this share of what it allows, so jitter does not run it dry.
 _QUOTA_MARGIN = 0.9
+# Pacer.ready() waits this share of a turn beyond the bucket's emptying, and lets no more
+# than `rate` requests start in any 1 s + this margin: a request's start at the server lags
+# ours by its connection set-up (~30 ms for the first on loopback), which would otherwise put
+# rate + 1 starts in one of the server's seconds.
+_READY_MARGIN = 0.02
+_WINDOW_MARGIN_S = 0.05
 # A quota states what the server allows, so it may pull the rate below the AIMD floor.
 _QUOTA_FLOOR_RATE = 0.2
 
@@ -31,7 +39,7 @@ class Pacer:
     passes; below it, the rate follows the server (additive increase, multiplicative decrease).
     """
 
-    __slots__ = ("_current", "_limiter", "_loop", "_max", "_pause_until", "_slots")
+    __slots__ = ("_current", "_limiter", "_loop", "_max", "_pause_until", "_slots", "_starts")
 
     def __init__(self, *, rate: float, concurrency: int) -> None:
         if rate <= 0 or concurrency < 1:
@@ -42,6 +50,9 @@ class Pacer:
         self._slots = asyncio.Semaphore(concurrency)
         self._pause_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        # When the last `rate` requests were let through: ready() keeps any one-second
+        # window to `rate` starts even as the server sees them (see _WINDOW_MARGIN_S).
+        self._starts: deque[float] = deque(maxlen=max(1, math.ceil(rate)))
 
     @property
     def rate(self) -> float:
@@ -102,10 +113,17 @@ class Pacer:
                 await self._slots.acquire()  # wait for a free slot, then give it back
                 self._slots.release()
                 continue
+            limit = max(1, math.floor(self._current))
+            if len(self._starts) >= limit:
+                free_at = self._starts[-limit] + 1.0 + _WINDOW_MARGIN_S
+                if free_at > self._now():
+                    await asyncio.sleep(free_at - self._now())
+                    continue
             if self._limiter.has_capacity():
                 return
-            # The bucket (capacity 1) empties at the current rate.
-            await asyncio.sleep(max(self._limiter._level, 1e-3) / self._current)
+            # The bucket (capacity 1) empties at the current rate; 2 % of a turn more, so that
+            # the server's clock, a millisecond off ours, never sees rate + 1 in a second.
+            await asyncio.sleep((max(self._limiter._level, 1e-3) + _READY_MARGIN) / self._current)
 
     async def __aenter__(self) -> None:
         entered = self._now()
@@ -118,7 +136,9 @@ class Pacer:
                 await self._limiter.acquire()
                 # A pause may have begun while this request queued for its turn.
                 if self._pause_until <= self._now():
-                    clock.waited(self._now() - entered)  # engine's hook: the row's wait
+                    now = self._now()
+                    self._starts.append(now)  # engine's hook: ready()'s window
+                    clock.waited(now - entered)  # engine's hook: the row's wait
                     return
         except BaseException:
             self._slots.release()
