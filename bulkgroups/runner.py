@@ -67,11 +67,14 @@ class _ResultsSink:
         self._writer = ResultsWriter(path)
         self._failed: list[Outcome] | None = None
         self._written = 0
+        self._cut_at: int | None = None
         self._reserve: Path | None = path.with_name(path.name + ".reserve")
         try:
             fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, reserve_bytes)
+                # Never more than half the room left: the run itself needs the rest.
+                disk = os.fstatvfs(fd)
+                os.posix_fallocate(fd, 0, min(reserve_bytes, disk.f_bavail * disk.f_frsize // 2))
             finally:
                 os.close(fd)
         except OSError:
@@ -85,19 +88,22 @@ class _ResultsSink:
         try:
             self._writer.write(outcomes)
         except OSError:
-            self._failed, self._written = outcomes, self._whole_lines(
-                outcomes, self.path.stat().st_size - before)
+            self._failed = outcomes
+            self._written, whole = self._whole_lines(outcomes, self.path.stat().st_size - before)
+            self._cut_at = before + whole
             raise
 
     @staticmethod
-    def _whole_lines(outcomes: list[Outcome], written: int) -> int:
-        """How many of `outcomes` a write cut after `written` bytes left whole."""
+    def _whole_lines(outcomes: list[Outcome], written: int) -> tuple[int, int]:
+        """How many of `outcomes` a write cut after `written` bytes left whole, and their
+        bytes."""
         total = 0
         for n, outcome in enumerate(outcomes):
-            total += len(orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE))
-            if total > written:
-                return n
-        return len(outcomes)
+            size = len(orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE))
+            if total + size > written:
+                return n, total
+            total += size
+        return len(outcomes), total
 
     def make_room(self) -> bool:
         """After a failed write: give the reserve back; True if there was one. The writer is
@@ -106,6 +112,8 @@ class _ResultsSink:
             return False
         self._drop_reserve()
         self._writer.close()
+        if self._cut_at is not None:
+            os.truncate(self.path, self._cut_at)  # no line left cut: the batch is written again
         self._writer = ResultsWriter(self.path)
         return True
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from bulkgroups.sandbox import Faults, Limits, Sandbox, SandboxConfig, make_state
@@ -28,10 +27,14 @@ def shuffled_removals(sb: Sandbox, groups: int, per_group: int) -> tuple[list[di
     """`per_group` removals from each of `groups` groups, shuffled (an export sorted by user),
     and the memberships they must leave."""
     before = groups_of(sb)
+    users = sb.dump()["docspace"]["users"]
     rows = []
     expected = dict(before)
     for g in list(before)[:groups]:
-        gone = sorted(before[g])[:per_group]
+        # Listed users only: a terminated member is hidden from reads, so precheck (rightly)
+        # cannot see it; that is the adapter's subject, not batching's.
+        listed = sorted(m for m in before[g] if users.get(m, {}).get("kind", "user") == "user")
+        gone = listed[:per_group]
         rows += [{"op": "remove", "group": g, "member": m} for m in gone]
         expected[g] = before[g] - set(gone)
     random.Random(7).shuffle(rows)
@@ -196,19 +199,19 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
 
 
-@pytest.mark.parametrize(("groups", "per_group", "batch"), [(5, 200, 1), (10, 1000, 50)])
+@pytest.mark.parametrize(("groups", "per_group", "batch", "concurrency"),
+                         [(5, 200, 1, 10), (10, 1000, 1, 10), (10, 1000, 20, 4)])
 async def test_a_full_disk_stops_the_run_at_once_and_resume_finishes(
-    tmp_path: Path, small_disk: Path, groups: int, per_group: int, batch: int
+    tmp_path: Path, small_disk: Path, groups: int, per_group: int, batch: int, concurrency: int
 ) -> None:
-    """Results on a 200 KB tmpfs: exit 3 promptly saying so; no request beyond the rows whose
-    outcomes were written and those in flight; after making room, resume gives every row one
-    final outcome, and undo's input puts every membership back."""
+    """Results on a 200 KB tmpfs (1,000 and 10,000 rows): exit 3 promptly, saying so; no
+    request beyond the rows whose outcomes were written and those in flight; after making room,
+    resume gives every row one final outcome, and undo's input reverses every change."""
     async with Sandbox(make_state(docspace_groups=groups, docspace_members=per_group + 10),
                        config=NO_LIMITS) as sb:
-        initial = groups_of(sb)
         rows, expected = shuffled_removals(sb, groups, per_group)
         job = write_job(tmp_path, sb, rows=rows, limits={
-            "rate": 2000, "concurrency": 10, "batch_size": batch},
+            "rate": 2000, "concurrency": concurrency, "batch_size": batch},
             safety={"max_changes": 100_000})
         results = small_disk / "results.jsonl"
         started = time.monotonic()
@@ -219,21 +222,19 @@ async def test_a_full_disk_stops_the_run_at_once_and_resume_finishes(
         assert took < 30
         written = last_outcomes(results)
         assert 0 < len(written) < len(rows)
-        changes = [e for e in sb.log if e.method == "DELETE"]
-        in_flight = 10 * batch  # requests out at most, times the rows each carries
-        sent_rows = len(changes) * batch
-        assert sent_rows <= len(written) + in_flight + batch * 10, (sent_rows, len(written))
+        deletes = [e for e in sb.log if e.method == "DELETE"]
+        # Every request carried at least one row whose outcome is written, but for the at
+        # most `concurrency` out at the stop (whose outcomes the reserve's room took too).
+        bound = len(written) if batch > 1 else len(written) + concurrency
+        assert len(deletes) <= bound, (len(deletes), len(written))
         subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
         resumed = await run_cli("resume", str(results), "--quiet", timeout_s=120)
         assert resumed.code == 0, resumed.stderr
         assert groups_of(sb) == expected
         assert_one_final_outcome_per_row(results, len(rows))
-        # undo sees every change: its input, run, gives back the state before the run.
+        # undo sees every change: one reversing row for each member removed.
         back = tmp_path / "undo.csv"
         u = await run_cli("undo", str(results), "-o", str(back))
         assert u.code == 0, u.stderr
-        undo_rows = back.read_text().count("\n") - 1
-        assert undo_rows == len(rows)
-    del initial
-    lines = [orjson.loads(x) for x in results.read_bytes().splitlines() if x.endswith(b"}")]
-    assert lines
+        undone = {tuple(line.split(",")[1:3]) for line in back.read_text().splitlines()[1:]}
+        assert undone == {(r["group"], r["member"]) for r in rows}
