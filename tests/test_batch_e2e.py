@@ -55,7 +55,12 @@ async def test_shuffled_input_under_a_rate_limit_gives_full_batches(tmp_path: Pa
         deletes = [e for e in sb.log if e.method == "DELETE"]
         assert groups_of(sb) == expected
     assert len(deletes) <= 20, len(deletes)  # 16 if every one is full; once 800 (issue 13)
-    assert max_in_window([e.start for e in sb.log], 1.0) <= 8
+    # The first `concurrency` requests each open a connection, whose set-up delays their start
+    # at the server by an amount a loaded machine does not bound; from then on, no second of
+    # the server's clock holds more than `rate` starts.
+    starts = sorted(e.start for e in sb.log)
+    assert max_in_window(starts[3:], 1.0) <= 8
+    assert max_in_window(starts, 3.0) <= 3 * 8
     assert max_overlap((e.start, e.end) for e in sb.log) <= 3
     outcomes = last_outcomes(tmp_path / "results.jsonl")
     assert len(outcomes) == 800 and {o["status"] for o in outcomes.values()} == {"ok"}

@@ -21,10 +21,10 @@ _CLIMB_SHARE = 0.02
 _QUOTA_MARGIN = 0.9
 # Pacer.ready() waits this share of a turn beyond the bucket's emptying, and lets no more
 # than `rate` requests start in any 1 s + this margin: a request's start at the server lags
-# ours by its connection set-up (~30 ms for the first on loopback), which would otherwise put
-# rate + 1 starts in one of the server's seconds.
+# ours by its connection set-up (30-70 ms for a new connection on a loaded loopback), which
+# would otherwise put rate + 1 starts in one of the server's seconds.
 _READY_MARGIN = 0.02
-_WINDOW_MARGIN_S = 0.05
+_WINDOW_MARGIN_S = 0.1
 # A quota states what the server allows, so it may pull the rate below the AIMD floor.
 _QUOTA_FLOOR_RATE = 0.2
 
