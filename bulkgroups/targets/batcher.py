@@ -108,7 +108,11 @@ class Batcher:
                     await self._freed.wait()
                     continue
                 if self._gate is not None:
-                    await self._gate.ready()  # meanwhile, batches keep taking rows
+                    try:
+                        await self._gate.ready()  # meanwhile, batches keep taking rows
+                    except Abandoned:
+                        self.abandon()  # the transport stopped first: answer the waiting rows
+                        return
                 batch = self._queue.pop_next(loop.time())
                 if batch is None:
                     break
