@@ -26,6 +26,9 @@ from bulkgroups.targets.connect import connect, endpoint_for
 from bulkgroups.targets.decision import Decision, Kind, Lookup, Membership, Unreadable, effect
 
 Decide = Callable[[Row, Lookup], Decision]
+# Sees each row's decision, with the memberships as they stand just before the row's change
+# (a saved plan writes it down; the group guard counts the removals).
+Record = Callable[[Row | InvalidRow, Decision, Lookup], None]
 
 
 class Snapshot:
@@ -119,6 +122,7 @@ def tally(
     *,
     max_changes: int,
     changes: int,
+    record: Record | None = None,
 ) -> Plan:
     """Decide every row in input order, applying each change before the next row."""
     plan = Plan(max_changes=max_changes, changes=changes)
@@ -127,13 +131,18 @@ def tally(
         label = names.setdefault(norm_id(item.group), item.group.strip()) \
             if item.group.strip() else None
         if isinstance(item, InvalidRow):
-            plan.count(item, Decision(Kind.INVALID, item.reason), label)
+            invalid = Decision(Kind.INVALID, item.reason)
+            plan.count(item, invalid, label)
+            if record is not None:
+                record(item, invalid, members_of)
             continue
         if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
             plan.count(item, Decision(Kind.ALREADY, item.reason), label)
             continue
         decision = decide(item, members_of)
         plan.count(item, decision, label)
+        if record is not None:
+            record(item, decision, members_of)
         if decision.kind is Kind.CHANGE:
             effect(item, members_of)
     return plan
@@ -220,7 +229,13 @@ def _noting_groups(
         yield item
 
 
-async def make_plan(job: Job, *, environ: Mapping[str, str]) -> Plan:
+async def make_plan(
+    job: Job,
+    *,
+    environ: Mapping[str, str],
+    record: Record | None = None,
+    on_read: Callable[[Mapping[str, Membership | Unreadable]], None] | None = None,
+) -> Plan:
     """Read the input twice (once for the groups, once to decide) and every group once.
     Raises JobError, InputError, or AuthRefused when the credentials are
     refused; sends nothing but GETs."""
@@ -228,8 +243,10 @@ async def make_plan(job: Job, *, environ: Mapping[str, str]) -> Plan:
     changes = count_changes(_noting_groups(_rows(job), groups))
     async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
         read = await read_groups(target, groups.values(), workers=job.limits.concurrency)
+        if on_read is not None:
+            on_read(read)  # before any row's change is applied to the reads
         snapshot = Snapshot(read)
         plan = tally(_rows(job), snapshot, target.decide,
-                     max_changes=job.safety.max_changes, changes=changes)
+                     max_changes=job.safety.max_changes, changes=changes, record=record)
     plan.groups_read = len(read)
     return plan

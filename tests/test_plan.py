@@ -268,8 +268,7 @@ def test_nothing_to_fail_exits_0() -> None:
 # --- against the sandbox -------------------------------------------------------------------
 
 # Until `plan` is registered in bulkgroups.cli.main, register it for the subprocess here.
-_CLI = ("from bulkgroups.cli.main import cli; from bulkgroups.cli.schedule import plan_command; "
-        "cli.add_command(plan_command, 'plan'); cli(prog_name='bulkgroups')")
+_CLI = "from bulkgroups.cli import main; main()"
 
 
 async def plan_cli(*args: str, token: str) -> Done:
@@ -344,7 +343,7 @@ async def test_docspace_plan_matches_the_run(tmp_path: Path) -> None:
     # The last move_all would carry the protected member along: invalid, like the run says.
     assert plan["total"] == {"change": 7, "already": 4, "fail": 2, "invalid": 3}
     assert plan["safety"] == {"max_changes": 5000, "changes": 14, "would_refuse": False,
-                              "protected": 2}
+                              "protected": 2, "group_guard": []}
     kind = TargetKind.DOCSPACE
     assert _plan_counts(plan, kind) == _run_counts(tmp_path / "results.jsonl", kind)
 
@@ -388,17 +387,20 @@ async def test_adaxes_plan_matches_the_run(tmp_path: Path) -> None:
     assert _plan_counts(plan, kind) == _run_counts(tmp_path / "results.jsonl", kind)
 
 
-async def test_plan_text_exit_0_and_refused_credentials_exit_3(tmp_path: Path) -> None:
-    """A clean plan prints the table and exits 0; a wrong token exits 3; a bad job 2."""
+async def test_plan_text_exit_as_the_run_and_refused_credentials_exit_3(tmp_path: Path) -> None:
+    """A plan prints the table and exits as the run would: 3 over max_changes, 0 under it;
+    a wrong token exits 3; a bad job 2."""
     async with Sandbox(make_state()) as sb:
         g0 = next(iter(sb.dump()["docspace"]["groups"]))
         members = sorted(sb.dump()["docspace"]["groups"][g0]["members"])
         rows = [{"op": "remove", "group": g0, "member": m} for m in members[:3]]
         job = write_job(tmp_path, sb, rows=rows, safety={"max_changes": 2})
         done = await plan_cli(str(job), token=DS_TOKEN)
-        assert done.code == 0, done.stderr
+        assert done.code == 3, done.stderr
         assert f"{g0}         3         0         0         0" in done.stdout
         assert "would refuse (exit 3): pass --max-changes 3" in done.stdout
+        job.write_text(job.read_text().replace("max_changes = 2", "max_changes = 3"))
+        assert (await plan_cli(str(job), token=DS_TOKEN)).code == 0
         refused = await plan_cli(str(job), token="sk-wrong")
         assert refused.code == 3 and "401" in refused.stderr
         assert {e.method for e in sb.log} == {"GET"}

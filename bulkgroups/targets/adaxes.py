@@ -19,7 +19,16 @@ from typing import Any
 from bulkgroups.http.transport import Reply, Transport, message_of
 from bulkgroups.identity import Ident, IdKind, ident, norm_id
 from bulkgroups.model import Op, Result, Row, Status
-from bulkgroups.targets.decision import Decision, Kind, Lookup, Unreadable, judge, unchecked
+from bulkgroups.planning.snapshot import SnapMember
+from bulkgroups.targets.decision import (
+    Decision,
+    Kind,
+    Lookup,
+    OnRead,
+    Unreadable,
+    judge,
+    unchecked,
+)
 from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
 from bulkgroups.targets.operations import wait_for_operation
 
@@ -136,6 +145,10 @@ class Members:
     def names(self) -> list[str]:
         return [e.name for e in self.entries]
 
+    def snapshot(self) -> list[SnapMember]:
+        return [SnapMember(e.name, tuple(v for v in e.keys.values() if v and v != e.name))
+                for e in self.entries]
+
     def carries(self, protected: frozenset[str]) -> bool:
         return any(
             norm_id(value) in protected
@@ -176,7 +189,7 @@ class Step:
 class AdaxesTarget:
     """`Target` for Adaxes: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_cache", "_check", "_poll_limit_s", "_protected", "_t", "_wait")
+    __slots__ = ("_cache", "_check", "_poll_limit_s", "_protected", "_t", "_wait", "on_read")
 
     def __init__(
         self,
@@ -197,6 +210,7 @@ class AdaxesTarget:
             MemberCache(self._read, key=norm_id) if precheck else None
         )
         self._check = AnswerCheck()
+        self.on_read: OnRead | None = None
 
     def abandon(self) -> None:
         self._t.abandon()
@@ -222,7 +236,7 @@ class AdaxesTarget:
         decision = await self._decided(row, trace)
         if isinstance(decision, Result):
             return decision
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         if row.op is Op.REMOVE:
@@ -242,6 +256,8 @@ class AdaxesTarget:
         members = Members.parse(reply.body) if reply.ok else None
         if members is not None:
             self._check.good()
+            if self.on_read is not None:
+                self.on_read(group, members)
         return reply, members
 
     def _unreadable(self, group: str, reply: Reply) -> str:
@@ -392,9 +408,7 @@ class AdaxesTarget:
             return dst
         found = {norm_id(row.group): members, norm_id(row.to_group): dst}
         decision = self.decide(row, lambda g: found.get(norm_id(g), Unreadable(g)))
-        if decision.kind is Kind.ALREADY:
-            return trace.result(Status.NOOP, moved=(), left=())
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         return await self._walk(row, members, dst, trace)

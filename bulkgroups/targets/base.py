@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bulkgroups.model import Result, Row
-from bulkgroups.targets.decision import Decision, Lookup, Membership, Unreadable
+from bulkgroups.targets.decision import Decision, Lookup, Membership, OnRead, Unreadable
 
 
 class Target(Protocol):
@@ -23,6 +23,9 @@ class Adapter(Target, Protocol):
     """A target that can also say, without changing anything, what a row needs: `plan`
     reads through `membership` and tallies `decide`; `apply` calls the same `decide` after
     its own precheck read."""
+
+    # Told of every group the adapter reads, as read: a run's snapshots (exact undo).
+    on_read: OnRead | None
 
     async def membership(self, group: str) -> Membership | Unreadable:
         """One group's members, read the way the precheck reads them."""

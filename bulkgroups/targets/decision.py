@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from bulkgroups.model import Op, Row
+from bulkgroups.planning.snapshot import SnapMember
 
 
 class Kind(StrEnum):
@@ -45,6 +46,10 @@ class Membership(Protocol):
         """Whether any member's id is in `protected` (norm_id forms)."""
         ...
 
+    def snapshot(self) -> list[SnapMember]:
+        """The members as a run's snapshot keeps them (exact undo)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Unreadable:
@@ -54,6 +59,8 @@ class Unreadable:
 
 
 Lookup = Callable[[str], "Membership | Unreadable"]
+# Told of every group an adapter reads, as read (a run's snapshots: exact undo).
+OnRead = Callable[[str, "Membership"], None]
 
 
 @dataclass(frozen=True, slots=True)

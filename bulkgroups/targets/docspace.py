@@ -19,12 +19,14 @@ from urllib.parse import quote
 from bulkgroups.http.transport import Reply, Transport
 from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Result, Row, Status
+from bulkgroups.planning.snapshot import SnapMember
 from bulkgroups.targets.batcher import Batcher, Gate
 from bulkgroups.targets.decision import (
     Decision,
     Kind,
     Lookup,
     Membership,
+    OnRead,
     Unreadable,
     in_group,
     judge,
@@ -47,10 +49,13 @@ class DsMembers:
     """One group's members: the listed ones, and the terminated ones the lists hide (None
     until read, or when they cannot be read: `hidden_why` says why)."""
 
-    __slots__ = ("gone", "hidden", "hidden_why", "listed")
+    __slots__ = ("gone", "guests", "hidden", "hidden_why", "listed")
 
-    def __init__(self, listed: list[str]) -> None:
+    def __init__(self, listed: list[str], guests: frozenset[str] = frozenset()) -> None:
         self.listed: dict[str, str] = {norm_id(i): i for i in listed}
+        # norm_id of listed guests, where the read says (`isVisitor`): adds skip guests, so
+        # undo cannot put one back and must say so.
+        self.guests = guests
         self.hidden: set[str] | None = None
         self.hidden_why: str | None = None
         self.gone: set[str] = set()  # removed since the read: known to be out, hidden or not
@@ -80,6 +85,10 @@ class DsMembers:
 
     def names(self) -> list[str]:
         return list(self.listed.values())
+
+    def snapshot(self) -> list[SnapMember]:
+        return [SnapMember(i, kind="guest" if k in self.guests else "user")
+                for k, i in self.listed.items()]
 
     def add(self, member: str) -> None:
         self.listed.setdefault(norm_id(member), member)
@@ -128,6 +137,17 @@ def _envelope(body: Any) -> Any:
     return body.get("response")
 
 
+def guests_of(body: Any) -> frozenset[str]:
+    """norm_id of the guests among a group read's members, where the employee records say
+    (`isVisitor`); empty when they do not."""
+    group = _envelope(body)
+    items = group.get("members") if isinstance(group, dict) else None
+    if not isinstance(items, list):
+        return frozenset()
+    return frozenset(norm_id(m["id"]) for m in items if isinstance(m, dict)
+                     and isinstance(m.get("id"), str) and m.get("isVisitor") is True)
+
+
 def member_ids(body: Any) -> list[str] | None:
     """The listed member ids of the group in a success envelope (read, add, remove,
     move-all), None if the answer is not one."""
@@ -170,7 +190,7 @@ def _skipped(member: str, group: str) -> str:
 class DocSpaceTarget:
     """`Target` for DocSpace: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_batcher", "_cache", "_check", "_hidden", "_protected", "_t")
+    __slots__ = ("_batcher", "_cache", "_check", "_hidden", "_protected", "_t", "on_read")
 
     def __init__(
         self,
@@ -198,6 +218,7 @@ class DocSpaceTarget:
             MemberCache(self._load_hidden, key=norm_id) if precheck else None
         )
         self._check = AnswerCheck()
+        self.on_read: OnRead | None = None
 
     def abandon(self) -> None:
         self._t.abandon()
@@ -235,7 +256,7 @@ class DocSpaceTarget:
             return trace.result(Status.FAILED, str(exc))
 
     async def _carry_out(self, row: Row, decision: Decision, trace: Trace) -> Result:
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         if row.op is Op.REMOVE:
@@ -254,7 +275,12 @@ class DocSpaceTarget:
     async def _load(self, group: str) -> tuple[Reply, DsMembers | None]:
         reply = await self._read(group)
         ids = member_ids(reply.body) if reply.ok else None
-        return reply, None if ids is None else DsMembers(ids)
+        if ids is None:
+            return reply, None
+        members = DsMembers(ids, guests_of(reply.body))
+        if self.on_read is not None:
+            self.on_read(group, members)
+        return reply, members
 
     async def _load_hidden(self, group: str) -> tuple[Reply, set[str] | None]:
         """The group's terminated members, page by page, from the people search."""
@@ -424,10 +450,7 @@ class DocSpaceTarget:
             return dst
         found = {norm_id(row.group): src, norm_id(row.to_group): dst}
         decision = self.decide(row, lambda g: found.get(norm_id(g), Unreadable(g)))
-        if decision.kind is Kind.ALREADY:
-            # Nothing to move; no write spent from the daily cap.
-            return trace.result(Status.NOOP, moved=(), left=())
-        settled = trace.settled(decision)
+        settled = trace.settled(row, decision)
         if settled is not None:
             return settled
         path = f"{_GROUP}{_seg(row.group)}/members/{_seg(row.to_group)}"

@@ -14,7 +14,8 @@ from typing import Generic, TypeVar
 
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.http.transport import Reply, message_of
-from bulkgroups.model import Result, Status
+from bulkgroups.model import Op, Result, Row, Status
+from bulkgroups.planning.checks import stale_reason
 from bulkgroups.targets.decision import Decision, Kind
 
 M = TypeVar("M")
@@ -63,9 +64,15 @@ class Trace:
     def failed(self, reply: Reply) -> Result:
         return self.result(Status.FAILED, reason(reply))
 
-    def settled(self, decision: Decision) -> Result | None:
-        """The row's outcome when the decision needs no request; None for a change."""
+    def settled(self, row: Row, decision: Decision) -> Result | None:
+        """The row's outcome when the decision needs no request; None for a change. A saved
+        plan's row whose precondition no longer holds is `stale` and is not sent."""
+        stale = stale_reason(row, decision)
+        if stale is not None:
+            return self.result(Status.STALE, stale)
         if decision.kind is Kind.ALREADY:
+            if row.op is Op.MOVE_ALL:  # nothing to move: undo has nothing to move back
+                return self.result(Status.NOOP, moved=(), left=())
             return self.result(Status.NOOP)
         if decision.kind is Kind.FAIL:
             return self.result(Status.FAILED, decision.reason)
