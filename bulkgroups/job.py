@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
+
 from bulkgroups.identity import id_problem, norm_id
 from bulkgroups.model import Op, TargetKind
 from bulkgroups.rows.readers import detect_format
@@ -299,6 +301,8 @@ def _target(t: _Table) -> TargetSpec:
     sandbox_state = t.get_path("sandbox_state", must_exist=True)
     if sandbox_state is not None and not sandbox:
         t.fail("sandbox_state", "only with sandbox = true")
+    if sandbox_state is not None:
+        load_sandbox_state(sandbox_state, job=t.path_, key=t.key("sandbox_state"))
     adm_wait_s = t.get_int("adm_wait_s", None, 0, 3600)
     if adm_wait_s is not None and kind is not TargetKind.ADAXES:
         t.fail("adm_wait_s", 'only with kind = "adaxes"')
@@ -315,6 +319,31 @@ def _target(t: _Table) -> TargetSpec:
         ca_file=t.get_path("ca_file", must_exist=True),
         adm_wait_s=adm_wait_s,
     )
+
+
+def load_sandbox_state(path: Path, *, job: Path, key: str = "[target] sandbox_state"
+                       ) -> dict[str, Any]:
+    """The sandbox state file a job names, checked the way the sandbox will read it. The one
+    place it is read: job loading calls it (so `validate` and `plan` see a bad state file as
+    `run` does) and the run takes its result. Raises JobError naming the file."""
+    from bulkgroups.sandbox.state import StateError, load_state  # sandbox jobs only
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise JobError(job, key, f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise JobError(job, key, f"{path} is not valid JSON") from None
+    try:
+        load_state(data)
+    except StateError as exc:
+        raise JobError(job, key, f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape it missed
+        raise JobError(job, key, f"{path}: not a sandbox state ({type(exc).__name__})") from None
+    assert isinstance(data, dict)  # load_state refuses anything but an object
+    return data
 
 
 def _base_url(t: _Table, url: str, *, allow_insecure_http: bool) -> str:

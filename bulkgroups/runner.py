@@ -33,14 +33,21 @@ from bulkgroups.planning.snapshot import (
     snapshot_path,
 )
 from bulkgroups.planning.source import check_plan, plan_items, plan_over_limit
-from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
+from bulkgroups.results.file import (
+    Fingerprint,
+    ResultsFileError,
+    ResultsUnwritable,
+    ResultsWriter,
+    read_meta,
+    write_meta,
+)
 from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.results.retention import prune
 from bulkgroups.rows.dedupe import dedupe
 from bulkgroups.rows.guard import count_changes, guard
 from bulkgroups.rows.readers import count_lines, read_rows
-from bulkgroups.targets.connect import connect, endpoint_for, worker_count
+from bulkgroups.targets.connect import Endpoint, connect, endpoint_for, worker_count
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -200,23 +207,47 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
 
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
     """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
+    environ = os.environ if environ is None else environ
     try:
-        with run_lock(req.results, job_name=job.name):
-            return await _run_locked(job, req, os.environ if environ is None else environ)
+        # The credential is loaded (and a sandbox job's emulator started) before anything is
+        # created: a job-file error or an unset token variable leaves no lock, no results and
+        # no metadata behind. No request is sent yet.
+        async with endpoint_for(job, environ=environ) as endpoint:
+            with run_lock(req.results, job_name=job.name):
+                return await _run_locked(job, req, environ, endpoint)
     except Locked as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
+    except ResultsFileError as exc:
+        # Found before the first request (the results, their metadata or their folder):
+        # a usage error, nothing sent.
+        raise RunRefused(str(exc), code=EXIT_USAGE) from None
 
 
-async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
+def _finished_rows(req: RunRequest, max_row: int) -> FinishedRows:
+    done = FinishedRows.from_results(req.results, input_rows=max_row)
+    if not req.quiet and done.torn:
+        console.err.print(
+            f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
+            "cut short by a crash); their rows are sent again", markup=False)
+    if not req.quiet and done.out_of_range:
+        console.err.print(
+            f"bulkgroups: {done.out_of_range} line(s) in {req.results} name a row outside "
+            f"1..{max_row:,} (the input has no more rows): skipped as damaged", markup=False)
+    return done
+
+
+async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
+                      endpoint: Endpoint) -> int:
     prior = read_meta(req.results)
+    # A record takes at least a line: no row number of this input can be past this. It
+    # bounds the resume index and the progress bar, and is recorded for report and undo.
+    max_row = count_lines(job.input.path) + 1
     done: FinishedRows | None = None
     if req.resume:
         _check_resumable(job, req, prior)
-        done = FinishedRows.from_results(req.results)
-        if done.torn and not req.quiet:
-            console.err.print(
-                f"bulkgroups: {done.torn} unreadable line(s) in {req.results} skipped (a write "
-                "cut short by a crash); their rows are sent again", markup=False)
+        done = _finished_rows(req, max_row)
+    elif req.results.is_dir():
+        raise ResultsFileError(req.results, "is a folder, not a results file")
     elif req.results.exists() and req.results.stat().st_size > 0:
         raise RunRefused(
             f"{req.results} already holds results: finish it with "
@@ -252,6 +283,8 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         "job_name": job.name,
         "input": str(job.input.path.resolve()),
         "input_fingerprint": _fingerprint(job.input.path),
+        # The most rows the input can have: report and undo skip a row number past it.
+        "max_row": max_row,
         "target": {"kind": job.target.kind.value, "base_url": job.target.base_url},
         # undo trusts a DocSpace `ok` removal only when the run read the group first.
         "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
@@ -259,50 +292,69 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     }
     if req.plan is not None:
         meta["plan"] = str(req.plan.resolve())
+    # Both raise ResultsFileError (read-only folder, a folder in the file's place): exit 2,
+    # before the first request.
     write_meta(req.results, meta)
-    started = time.monotonic()
     writer = _ResultsSink(req.results, reserve_bytes=_reserve_bytes(job))
+    started = time.monotonic()
     try:
-        async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
-            target.on_read = _snapshots(job, req.results)
-            show = not req.quiet
-            total = count_lines(job.input.path) if show and console.is_tty() else None
-            with console.LiveProgress(total=total, enabled=show) as progress:
-                pipeline = Pipeline(
-                    target=target,
-                    sink=writer.write,
-                    make_room=writer.make_room,
-                    workers=worker_count(job),
-                    on_progress=progress.update,
-                    abort_failure_ratio=job.safety.abort_failure_ratio,
-                    abort_min_rows=job.safety.abort_min_rows,
-                    # A stop waits for requests in flight (each ends within its timeout),
-                    # never for a pause or a retry: exit within timeout_s + 1 s.
-                    stop_grace_s=job.limits.timeout_s,
-                )
-                if done is not None:
-                    progress.skip(done.count)
-                _install_signals(pipeline)
-                await pipeline.run(rows())
+        pipeline = await _pipeline(job, req, endpoint, writer, rows, max_row, done)
+    except ResultsUnwritable as exc:
+        # Backstop: the engine stops the run itself when its sink raises (exit 3); should the
+        # error come through, the run still ends as "cannot write the results", not a
+        # traceback.
+        run_record.update(ended_at=now_iso(), exit=EXIT_REFUSED, stopped="results unwritable")
+        _end_meta(req, meta)
+        raise RunRefused(str(exc), code=EXIT_REFUSED) from None
     finally:
         writer.close()
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
                       stopped=pipeline.reason.value if pipeline.stopping else None)
-    try:
-        write_meta(req.results, meta)
-    except OSError:
-        if pipeline.reason is not StopReason.RESULTS:
-            raise
-        # The disk that refused the results refuses the metadata too; the run's record
-        # stays as it started, which resume accepts.
+    _end_meta(req, meta)
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
         prune(job, keep=job.output.keep, current=req.results)
     _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
             already=done.count if done is not None else 0)
     return code
+
+
+async def _pipeline(job: Job, req: RunRequest, endpoint: Endpoint, writer: _ResultsSink,
+                    rows: Callable[[], Iterator[Item]], max_row: int,
+                    done: FinishedRows | None) -> Pipeline:
+    async with connect(job, endpoint) as target:
+        target.on_read = _snapshots(job, req.results)
+        show = not req.quiet
+        total = max_row - 1 if show and console.is_tty() else None
+        with console.LiveProgress(total=total, enabled=show) as progress:
+            pipeline = Pipeline(
+                target=target,
+                sink=writer.write,
+                make_room=writer.make_room,
+                workers=worker_count(job),
+                on_progress=progress.update,
+                abort_failure_ratio=job.safety.abort_failure_ratio,
+                abort_min_rows=job.safety.abort_min_rows,
+                # A stop waits for requests in flight (each ends within its timeout), never
+                # for a pause or a retry: exit within timeout_s + 1 s.
+                stop_grace_s=job.limits.timeout_s,
+            )
+            if done is not None:
+                progress.skip(done.count)
+            _install_signals(pipeline)
+            await pipeline.run(rows())
+    return pipeline
+
+
+def _end_meta(req: RunRequest, meta: Mapping[str, Any]) -> None:
+    """The run's end, in the metadata. The outcomes are written already: a metadata file that
+    cannot be replaced now (a full disk) is said, and does not change the exit status."""
+    try:
+        write_meta(req.results, meta)
+    except ResultsFileError as exc:
+        console.err.print(f"bulkgroups: warning: {exc}", markup=False)
 
 
 def _snapshots(job: Job, results: Path) -> OnReadHook:

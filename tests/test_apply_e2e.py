@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from bulkgroups.sandbox import Sandbox, make_state
-from tests.support import DS_TOKEN, finish, last_outcomes, run_cli, start_cli, write_job
+from tests.support import AX_TOKEN, DS_TOKEN, finish, last_outcomes, run_cli, start_cli, write_job
 
 AUTH = {"Authorization": f"Bearer {DS_TOKEN}"}
 
@@ -175,3 +176,70 @@ async def test_killed_apply_resumes_to_one_final_outcome_per_row(tmp_path: Path)
         assert groups(sb)[g0] == set(ms[100:])
 
 
+
+
+def ax_groups(sb: Sandbox) -> dict[str, set[str]]:
+    objects = sb.dump()["adaxes"]["objects"]
+    return {dn: set(o["members"]) for dn, o in objects.items() if o["type"] == "group"}
+
+
+async def _undo_through_a_plan(tmp_path: Path, sb: Sandbox, kind: str, token: str) -> Any:
+    """undo -o, then plan the undo file and apply the plan, as the README says."""
+    undone = await run_cli("undo", str(tmp_path / "results.jsonl"), "-o",
+                           str(tmp_path / "undo.csv"), token=token)
+    assert undone.code == 0, undone.stderr
+    folder = tmp_path / "undo"
+    folder.mkdir()
+    job = write_job(folder, sb, kind=kind, limits={"concurrency": 1})
+    job.write_text(job.read_text().replace('path = "input.csv"',
+                                           f'path = "{tmp_path / "undo.csv"}"'))
+    plan = folder / "undo.plan.jsonl"
+    planned = await run_cli("plan", str(job), "-o", str(plan), token=token)
+    assert planned.code in (0, 1), planned.stderr
+    applied = await run_cli("apply", str(plan), token=token)
+    return undone, applied, last_outcomes(folder / "results.jsonl")
+
+
+async def test_snapshot_undo_restores_docspace_and_says_what_it_cannot(tmp_path: Path) -> None:
+    state = make_state(docspace_groups=3, docspace_members=24, guests=1, terminated=0)
+    async with Sandbox(state) as sb:
+        before = groups(sb)
+        g0, g1, g2 = list(before)
+        users = sb.dump()["docspace"]["users"]
+        guest = next(u for u in before[g0] if users[u].get("kind") == "guest")
+        only0 = sorted(m for m in before[g0] - before[g1] - before[g2] if m != guest)
+        rows = ([{"op": "remove", "group": g0, "member": m} for m in [*only0[:3], guest]]
+                + [{"op": "move", "group": g0, "member": m, "to_group": g1} for m in only0[3:5]]
+                + [{"op": "move_all", "group": g2, "to_group": g1}])
+        job = write_job(tmp_path, sb, rows=rows)
+        done = await run_cli("run", str(job), "--quiet")
+        assert done.code == 0, done.stderr
+        assert (tmp_path / "results.snapshot.jsonl.gz").exists()
+        # Someone else puts one removed member back before the undo.
+        await drift(sb, "PUT", g0, [only0[0]])
+        sb.clear_log()
+        undone, applied, out = await _undo_through_a_plan(tmp_path, sb, "docspace", DS_TOKEN)
+        assert f"cannot put back {guest} in {g0}: a guest" in undone.stderr
+        assert applied.code == 0, applied.stderr
+        by_member = {(o["group"], o["member"]): o["status"] for o in out.values()}
+        assert by_member[(g0, only0[0])] == "noop"  # changed meanwhile: left alone
+        assert only0[0] not in sent_members(sb)
+        assert groups(sb) == {g0: before[g0] - {guest}, g1: before[g1], g2: before[g2]}
+
+
+async def test_snapshot_undo_restores_adaxes_exactly(tmp_path: Path) -> None:
+    state = make_state(adaxes_groups=3, adaxes_members=12)
+    async with Sandbox(state) as sb:
+        before = ax_groups(sb)
+        a, b, c = list(before)
+        only_a = sorted(before[a] - before[b] - before[c])
+        rows = ([{"op": "remove", "group": a, "member": m} for m in only_a[:2]]
+                + [{"op": "move", "group": a, "member": only_a[2], "to_group": b}]
+                + [{"op": "move_all", "group": c, "to_group": b}])
+        job = write_job(tmp_path, sb, kind="adaxes", rows=rows, fmt="jsonl")
+        done = await run_cli("run", str(job), "--quiet", token=AX_TOKEN)
+        assert done.code == 0, done.stderr
+        assert ax_groups(sb) != before
+        _, applied, _ = await _undo_through_a_plan(tmp_path, sb, "adaxes", AX_TOKEN)
+        assert applied.code == 0, applied.stderr
+        assert ax_groups(sb) == before

@@ -14,9 +14,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bulkgroups.cli.report import report_command, undo_command
-from bulkgroups.model import Row, TargetKind
+from bulkgroups.model import Row, Status, TargetKind
 from bulkgroups.results.file import read_meta
-from bulkgroups.results.report import MAX_EXAMPLE_ROWS, MAX_MESSAGES, OTHER_ERRORS, scan_results
+from bulkgroups.results.report import (
+    MAX_EXAMPLE_ROWS,
+    MAX_MESSAGES,
+    OTHER_ERRORS,
+    STATUSES,
+    scan_results,
+)
+from bulkgroups.results.resume import FinishedRows
 from bulkgroups.rows.readers import read_rows
 
 DATA = Path(__file__).parent / "data" / "reports"
@@ -64,13 +71,14 @@ def line(row: int, status: str = "ok", **extra: Any) -> bytes:
 def test_fixture_counts_each_row_once_by_its_last_line(mixed: Path) -> None:
     """Counts and by_op take each row's last line: failed-then-ok is ok, the torn line is not."""
     report = scan_results(mixed, read_meta(mixed)).report()
-    assert report.counts == {"ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1}
+    assert report.counts == {
+        "ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1, "stale": 0}
     assert report.by_op == {
-        "other": {"ok": 0, "noop": 0, "failed": 0, "invalid": 1, "pending": 0},
-        "remove": {"ok": 3, "noop": 0, "failed": 2, "invalid": 1, "pending": 0},
-        "move": {"ok": 1, "noop": 0, "failed": 0, "invalid": 0, "pending": 0},
-        "move_all": {"ok": 0, "noop": 0, "failed": 0, "invalid": 0, "pending": 1},
-        "add": {"ok": 0, "noop": 1, "failed": 0, "invalid": 0, "pending": 0},
+        "other": {"ok": 0, "noop": 0, "failed": 0, "invalid": 1, "pending": 0, "stale": 0},
+        "remove": {"ok": 3, "noop": 0, "failed": 2, "invalid": 1, "pending": 0, "stale": 0},
+        "move": {"ok": 1, "noop": 0, "failed": 0, "invalid": 0, "pending": 0, "stale": 0},
+        "move_all": {"ok": 0, "noop": 0, "failed": 0, "invalid": 0, "pending": 1, "stale": 0},
+        "add": {"ok": 0, "noop": 1, "failed": 0, "invalid": 0, "pending": 0, "stale": 0},
     }
     assert (report.rows, report.lines, report.unreadable) == (10, 13, 1)
 
@@ -185,7 +193,8 @@ def test_json_has_exactly_the_documented_shape(mixed: Path) -> None:
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)
     assert list(data) == ["counts", "by_op", "rows_per_s", "latency_ms", "retries", "errors"]
-    assert data["counts"] == {"ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1}
+    assert data["counts"] == {
+        "ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1, "stale": 0}
     assert set(data["by_op"]) == {"remove", "move", "move_all", "add", "other"}
     assert all(set(v) == set(data["counts"]) for v in data["by_op"].values())
     assert set(data["latency_ms"]) == {"p50", "p95", "max"}
@@ -283,13 +292,15 @@ def test_html_is_one_self_contained_page_with_a_chart(mixed: Path, tmp_path: Pat
 
 
 def test_empty_results_report_zeros(tmp_path: Path) -> None:
-    """An empty results file reports zeros and exits 0."""
+    """An empty results file of a run (its metadata beside it) reports zeros and exits 0."""
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"")
+    (tmp_path / "r.meta.json").write_bytes(b'{"runs": []}')
     done = invoke("report", str(path), "--json", "--html", str(tmp_path / "r.html"))
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)
-    assert data["counts"] == dict.fromkeys(("ok", "noop", "failed", "invalid", "pending"), 0)
+    assert data["counts"] == dict.fromkeys(
+        ("ok", "noop", "failed", "invalid", "pending", "stale"), 0)
     assert data["rows_per_s"] is None and data["latency_ms"]["p50"] is None
     assert "<svg" in (tmp_path / "r.html").read_text()
 
@@ -319,3 +330,68 @@ def test_help_explains_every_option() -> None:
                 assert param.opts[-1] in done.stdout
     assert "--failed-csv" in invoke("report", "--help").stdout
     assert "--force" in invoke("undo", "--help").stdout
+
+
+# -- one reader, one list of statuses ---------------------------------------------------------
+
+
+def test_report_and_resume_agree_on_a_line_cut_after_its_status(tmp_path: Path) -> None:
+    """Issue 10.5: the last line cut just after `"status":"ok"` is torn for both: report
+    counts it unreadable and not ok, resume does not take its row as finished."""
+    whole = line(3)
+    cut = whole[: whole.index(b'"status":"ok"') + len(b'"status":"ok"')]
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(line(1) + line(2, status="failed") + cut)
+    report = scan_results(path, None).report()
+    done = FinishedRows.from_results(path, input_rows=10)
+    assert report.counts["ok"] == 1 and report.rows == 2 and report.unreadable == 1
+    assert [r for r in range(1, 4) if r in done] == [1]
+    assert done.torn == report.unreadable
+
+
+def test_statuses_are_the_models() -> None:
+    """The report counts every status `Status` knows, in its order, and no other."""
+    assert tuple(s.value for s in Status) == STATUSES
+
+
+def test_a_row_past_the_input_is_skipped_by_report_and_undo(tmp_path: Path) -> None:
+    """Issue 10.6: with the metadata's max_row, a line naming a row past it is unreadable for
+    report and undo alike; without metadata a huge row number costs no memory either."""
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(line(1) + line(99_999_999_999) + line(7))
+    (tmp_path / "r.meta.json").write_bytes(b'{"max_row": 5}')
+    report = scan_results(path, read_meta(path)).report()
+    assert (report.rows, report.unreadable) == (1, 2)
+    done = invoke("undo", str(path), "-o", str(tmp_path / "u.csv"))
+    assert done.exit_code == 0, done.output
+    assert "skipped 2 unreadable" in done.stderr
+    (tmp_path / "r.meta.json").unlink()
+    tracemalloc.start()
+    try:
+        report = scan_results(path, None).report()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (report.rows, report.unreadable) == (2, 1) and peak < 1 << 20
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"op,group,member\nremove,g,m\n", "not a results file"),
+    (b'[job]\nname = "x"\n', "not a results file"),
+    (b"", "is empty"),
+    (b"\x00\x01binary", "not a results file (binary data)"),
+])
+@pytest.mark.parametrize("command", ["report", "undo"])
+def test_a_file_that_is_not_results_exits_2(tmp_path: Path, content: bytes, problem: str,
+                                            command: str) -> None:
+    """Issue 15: report (and undo) on a CSV, a job file, an empty file or a binary: exit 2 and
+    one line naming the file, not an all-zero table."""
+    path = tmp_path / "thing.jsonl"
+    path.write_bytes(content)
+    args = [command, str(path)] + (["-o", str(tmp_path / "u.csv")] if command == "undo" else [])
+    done = invoke(*args)
+    assert done.exit_code == 2, done.output
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bulkgroups: {path}: "), done.stderr
+    assert problem in lines[0] and done.stdout == ""
+    assert not (tmp_path / "u.csv").exists()

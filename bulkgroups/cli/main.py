@@ -16,7 +16,7 @@ import click
 from bulkgroups import __version__
 from bulkgroups.cli import console
 from bulkgroups.job import Job, JobError, load_job, results_path, with_limits
-from bulkgroups.results.file import read_meta
+from bulkgroups.results.file import ResultsFileError, read_meta
 from bulkgroups.results.retention import latest_results
 from bulkgroups.rows.readers import InputError, read_rows
 from bulkgroups.rows.survey import survey
@@ -120,7 +120,10 @@ def resume(results: Path, force: bool, rate: float | None, concurrency: int | No
     """Re-run only the rows of RESULTS.jsonl that have no final outcome (failed, or never
     reached), appending to it. The job and input are found through RESULTS.meta.json.
     """
-    meta = read_meta(results)
+    try:
+        meta = read_meta(results)
+    except ResultsFileError as exc:
+        _fail(str(exc), EXIT_USAGE)
     if meta is None or not isinstance(meta.get("job"), str):
         _fail(f"{results}: no metadata beside it (expected {results.stem}.meta.json)",
               EXIT_USAGE)

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkgroups.cli.console import err, out
-from bulkgroups.results.file import meta_path, read_meta
+from bulkgroups.results.file import ResultsFileError, max_row_of, meta_path, read_meta
 from bulkgroups.results.html import render_html
 from bulkgroups.results.report import STATUSES, Report, failed_rows, scan_results
 from bulkgroups.results.undo import (
@@ -50,8 +50,8 @@ def _meta(results: Path) -> dict[str, Any] | None:
     and undo both work without it, only less exactly."""
     try:
         return read_meta(results)
-    except (OSError, ValueError) as exc:
-        _warn(f"{meta_path(results)}: cannot read it ({exc}); going on without it")
+    except ResultsFileError as exc:
+        _warn(f"{exc}; going on without it")
         return None
 
 
@@ -94,8 +94,8 @@ def report_command(results: Path, as_json: bool, failed_csv: Path | None,
     meta = _meta(results)
     try:
         scan = scan_results(results, meta)
-    except OSError as exc:
-        _fail(f"{results}: cannot read the results: {_why(exc)}")
+    except ResultsFileError as exc:  # missing, unreadable, empty or not a results file
+        _fail(str(exc))
     report = scan.report()
     # With --json, stdout holds the JSON alone; notes go to stderr.
     note = err if as_json else out
@@ -176,6 +176,12 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
 
     Rows that ended noop, failed, invalid or pending are not reversed, except a move_all
     that moved some members before it failed: its line lists them, and they go back.
+
+    When the run left snapshots of its groups (RESULTS.snapshot.jsonl.gz, written by every
+    run with precheck), the rows put each member the run changed back to its state before
+    the run and nothing else, and a change the API cannot reverse (DocSpace will not add a
+    guest or a terminated account back) is listed instead of written. Plan the file, then
+    apply it: a member someone else changed since is then left alone.
     Exits 0, or 2 when the results cannot be read or FILE exists (without --force).
     """
     fmt = detect_format(output)
@@ -186,7 +192,13 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
         _fail(f"{output}: that is the results file or its metadata; write elsewhere")
     meta = _meta(results)
     try:
-        summary = write_undo(results, output, fmt=fmt, force=force)
+        target = meta.get("target") if meta else None
+        kind = target.get("kind") if isinstance(target, dict) else None
+        summary = write_undo(results, output, fmt=fmt, force=force, max_row=max_row_of(meta),
+                             require_lines=meta is None,
+                             kind=kind if isinstance(kind, str) else None)
+    except ResultsFileError as exc:
+        _fail(str(exc))
     except OutputExists:
         _fail(f"{output} exists: pass --force to replace it")
     except OSError as exc:
@@ -198,6 +210,12 @@ def undo_command(results: Path, output: Path, force: bool) -> None:
 
 def _undo_warnings(summary: UndoSummary, meta: Mapping[str, Any] | None, results: Path,
                    output: Path) -> None:
+    for u in summary.not_restorable[:_LISTED]:
+        _warn(f"cannot put back {u.member} in {u.group}: {u.why}")
+    if len(summary.not_restorable) > _LISTED:
+        _warn(f"... and {len(summary.not_restorable) - _LISTED:,} more that cannot be put back")
+    if summary.from_snapshot:
+        return _undo_other_warnings(summary, results)
     trust = trust_of(meta)
     removes = summary.undone.get("remove", 0)
     others = summary.undone.get("add", 0) + summary.undone.get("move", 0)
@@ -215,6 +233,14 @@ def _undo_warnings(summary: UndoSummary, meta: Mapping[str, Any] | None, results
                "before" if others else "")
             + f". Check {output} before running it."
         )
+    _undo_other_warnings(summary, results)
+
+
+# Rows listed one by one as not restorable; the rest are counted.
+_LISTED = 100
+
+
+def _undo_other_warnings(summary: UndoSummary, results: Path) -> None:
     if summary.cannot:
         _warn(f"{summary.cannot:,} results lines record a change without saying which members "
               "it moved (move_all lines of an older version): not undone")

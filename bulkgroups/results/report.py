@@ -21,13 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
-from bulkgroups.model import Op
+from bulkgroups.model import Op, Status
+from bulkgroups.results.file import Record, ResultsReader, max_row_of, record_at
 from bulkgroups.results.stats import LatencyHistogram
 from bulkgroups.results.undo import InputRow
 
-STATUSES: Final = ("ok", "noop", "failed", "invalid", "pending")
+# Every status `Status` knows, in its order (the run's summary uses the same): never a list
+# of our own, so a status added there is counted here.
+STATUSES: Final = tuple(s.value for s in Status)
 OPS: Final = tuple(op.value for op in Op)
 OTHER_OP: Final = "other"  # invalid rows whose op is missing or unknown
 OTHER_ERRORS: Final = "(other messages)"
@@ -37,18 +38,17 @@ OTHER_ERRORS: Final = "(other messages)"
 MAX_MESSAGES: Final = 1000
 # Example row numbers kept for each error message.
 MAX_EXAMPLE_ROWS: Final = 20
-# A row number past this is taken for a damaged line, not for a reason to reserve gigabytes.
-MAX_ROW: Final = 1 << 28
 # Points of the progress chart; buckets widen (1 s, 2 s, 4 s, ...) to stay under this.
 MAX_BUCKETS: Final = 2048
 
-_STATUS_CODE: Final = {s: i + 1 for i, s in enumerate(STATUSES)}
+_STATUS_CODE: Final = {s: i + 1 for i, s in enumerate(Status)}
 _OP_CODE: Final = {op: i + 1 for i, op in enumerate(OPS)}
 _OP_NAMES: Final = (OTHER_OP, *OPS)
 # A row's state byte: op code * 8 + status code; 0 = no line for that row.
 _STATUS_BITS: Final = 8
-_FAILED: Final = _STATUS_CODE["failed"]
-_WITH_ERROR: Final = frozenset({_STATUS_CODE["failed"], _STATUS_CODE["invalid"]})
+_FAILED: Final = _STATUS_CODE[Status.FAILED]
+_WITH_ERROR: Final = frozenset({_STATUS_CODE[Status.FAILED], _STATUS_CODE[Status.INVALID]})
+assert len(_STATUS_CODE) < _STATUS_BITS, "a status code must fit below the op's bits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +182,7 @@ class _Buckets:
 
 
 class ResultsScan:
-    """Reads results lines one at a time (`add_line`) and keeps what the report needs."""
+    """Takes the outcomes of a results file one at a time (`add`) and keeps what the report needs."""
 
     def __init__(self, runs: Sequence[RunSpan] = ()) -> None:
         self._runs = list(runs)
@@ -204,38 +204,24 @@ class ResultsScan:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def add_line(self, line: bytes, offset: int) -> None:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            self.unreadable += 1
-            return
-        if not isinstance(obj, dict):
-            self.unreadable += 1
-            return
-        row = obj.get("row")
-        status_s, op_s = obj.get("status"), obj.get("op")
-        status = _STATUS_CODE.get(status_s) if isinstance(status_s, str) else None
-        if type(row) is not int or not 0 < row < MAX_ROW or status is None:
-            self.unreadable += 1
-            return
+    def add(self, record: Record) -> None:
+        """Take one outcome (the reader has checked its row and status)."""
+        row, status = record.row, _STATUS_CODE[record.status]
         self.lines += 1
         self._grow(row)
-        op = _OP_CODE.get(op_s, 0) if isinstance(op_s, str) else 0
-        self._state[row] = op * _STATUS_BITS + status
-        self._offset[row] = offset
-        error = obj.get("error")
+        self._state[row] = _OP_CODE.get(record.op, 0) * _STATUS_BITS + status
+        self._offset[row] = record.offset
+        error = record.error
         self._error[row] = (
-            self._message_id(error) if status in _WITH_ERROR and isinstance(error, str) else 0
+            self._message_id(error) if status in _WITH_ERROR and error is not None else 0
         )
-        attempts = obj.get("attempts")
-        if type(attempts) is int and attempts > 0:
+        if record.attempts:
             self.requests += 1
-            self.retries += attempts - 1
-            elapsed = obj.get("elapsed_ms")
-            if isinstance(elapsed, int | float) and math.isfinite(elapsed) and elapsed >= 0:
-                self._latency.add(float(elapsed))
-        t = parse_time(obj.get("finished_at"))
+            self.retries += record.attempts - 1
+            elapsed = record.elapsed_ms
+            if elapsed is not None and math.isfinite(elapsed) and elapsed >= 0:
+                self._latency.add(elapsed)
+        t = parse_time(record.finished_at)
         if t is not None:
             self._at(t, failed=status == _FAILED)
 
@@ -278,8 +264,8 @@ class ResultsScan:
         counts = {name: 0 for name in STATUSES}
         by_op: dict[str, dict[str, int]] = {}
         for op_code, op_name in enumerate(_OP_NAMES):
-            per = {name: state.count(op_code * _STATUS_BITS + code)
-                   for name, code in _STATUS_CODE.items()}
+            per = {status.value: state.count(op_code * _STATUS_BITS + code)
+                   for status, code in _STATUS_CODE.items()}
             if any(per.values()):
                 by_op[op_name] = per
                 for name, n in per.items():
@@ -355,23 +341,16 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def lines_of(path: Path) -> Iterator[tuple[bytes, int]]:
-    """Non-blank lines of a results file with the offset each starts at. Raises OSError."""
-    offset = 0
-    with open(path, "rb") as f:
-        for line in f:
-            start = offset
-            offset += len(line)
-            stripped = line.strip()
-            if stripped:
-                yield stripped, start
-
-
 def scan_results(path: Path, meta: Mapping[str, Any] | None) -> ResultsScan:
-    """Read the whole results file once. Raises OSError when it cannot be read."""
+    """Read the whole results file once. Raises ResultsFileError when it cannot be read or
+    is not a results file: an empty file counts as one only with its metadata beside it (a
+    run that was stopped before its first outcome)."""
     scan = ResultsScan(runs_of(meta))
-    for line, offset in lines_of(path):
-        scan.add_line(line, offset)
+    reader = ResultsReader(path, max_row=max_row_of(meta), require_lines=meta is None)
+    add = scan.add
+    for record in reader:
+        add(record)
+    scan.unreadable = reader.skipped
     return scan
 
 
@@ -379,11 +358,7 @@ def failed_rows(path: Path, scan: ResultsScan) -> Iterator[InputRow]:
     """The rows whose last outcome is `failed`, as input rows to run again, in row order."""
     with open(path, "rb") as f:
         for offset in scan.failed_offsets():
-            f.seek(offset)
-            try:
-                obj = orjson.loads(f.readline())
-            except orjson.JSONDecodeError:
-                continue  # the file changed under us; the row is not ours to guess
-            row = InputRow.from_outcome(obj)
+            record = record_at(f, offset)
+            row = InputRow.from_outcome(record) if record is not None else None
             if row is not None:
                 yield row

@@ -14,8 +14,8 @@ import string
 from pathlib import Path
 
 from bulkgroups.job import Job
-from bulkgroups.results.lock import Locked, lock_path, run_lock
-from bulkgroups.results.file import meta_path
+from bulkgroups.results.file import ResultsFileError, companions
+from bulkgroups.results.lock import Locked, run_lock
 
 _FIELD_RE = {"date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "time": r"[0-9]{6}"}
 
@@ -108,12 +108,13 @@ def prune(job: Job, *, keep: int, current: Path | None = None) -> list[Path]:
         try:
             # Holding the file's own run lock while deleting keeps a resume from starting
             # on a half-deleted run.
+            # The lock file goes with the lock (see `lock.hold`).
             with run_lock(path):
                 path.unlink()
-                for extra in (meta_path(path), lock_path(path)):
+                for extra in companions(path):
                     with contextlib.suppress(FileNotFoundError):
                         extra.unlink()
-        except (Locked, OSError):
+        except (Locked, ResultsFileError, OSError):
             continue
         removed.append(path)
         _drop_empty_folders(path.parent, job)

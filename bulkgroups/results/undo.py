@@ -29,11 +29,13 @@ import orjson
 
 from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Status
+from bulkgroups.planning.restore import Change, Restore, Unrestorable, changes_of, restore
+from bulkgroups.planning.snapshot import read_snapshots, snapshot_path
+from bulkgroups.results.file import MAX_ROW, Record, ResultsReader, decode
 
 Format = Literal["csv", "jsonl"]
 COLUMNS: Final = ("op", "group", "member", "to_group")
 
-_OK: Final = Status.OK.value
 _SINGLE: Final = frozenset({Op.REMOVE.value, Op.ADD.value, Op.MOVE.value})
 _MOVE_ALL: Final = Op.MOVE_ALL.value
 _BLOCK: Final = 1 << 20  # bytes read at a time when walking the file backwards
@@ -50,61 +52,47 @@ class InputRow:
     to_group: str = ""
 
     @classmethod
-    def from_outcome(cls, obj: object) -> InputRow | None:
+    def from_outcome(cls, record: Record) -> InputRow | None:
         """The input row a results line was made from; None if the line lacks it."""
-        if not isinstance(obj, dict):
+        if not (record.op and record.group):
             return None
-        op, group = obj.get("op"), obj.get("group")
-        member, to_group = obj.get("member") or "", obj.get("to_group") or ""
-        if not (isinstance(op, str) and op and isinstance(group, str) and group):
-            return None
-        if not (isinstance(member, str) and isinstance(to_group, str)):
-            return None
-        return cls(op, group, member, to_group)
+        return cls(record.op, record.group, record.member, record.to_group)
 
 
-def _names(value: object) -> list[str]:
-    """A `moved` / `left` list; absent or null (older files) is empty."""
-    if not isinstance(value, list):
-        return []
-    return [v for v in value if isinstance(v, str) and v]
-
-
-def records_change(obj: Mapping[str, Any]) -> bool:
+def records_change(record: Record) -> bool:
     """Whether a results line says something changed: an `ok` row, or a `move_all` (of any
     status) that lists members it moved."""
-    if obj.get("op") == _MOVE_ALL and (_names(obj.get("moved")) or _names(obj.get("left"))):
+    if record.op == _MOVE_ALL and (record.moved or record.left):
         return True
-    return obj.get("status") == _OK and (obj.get("op") in _SINGLE or obj.get("op") == _MOVE_ALL)
+    return record.status is Status.OK and (record.op in _SINGLE or record.op == _MOVE_ALL)
 
 
-def reverse(obj: Mapping[str, Any]) -> tuple[InputRow, ...]:
+def reverse(record: Record) -> tuple[InputRow, ...]:
     """The rows that undo one results line, latest change first; () when it changed nothing
     or does not say what it changed (an `ok` move_all from before `moved` was recorded)."""
-    if not records_change(obj):
+    if not records_change(record):
         return ()
-    op = obj.get("op")
-    group, member, to_group = obj.get("group"), obj.get("member"), obj.get("to_group")
-    if not isinstance(group, str) or not group:
+    op, group, member, to_group = record.op, record.group, record.member, record.to_group
+    if not group:
         return ()
     if op == _MOVE_ALL:
-        if not isinstance(to_group, str) or not to_group:
+        if not to_group:
             return ()
         # `moved` left `group` and joined `to_group`: move them back. `left` only left
         # (guests, or members already in `to_group`): adding them back is all it takes, and
         # taking them out of `to_group` would undo more than the run did.
-        back = [InputRow("move", to_group, m, group) for m in reversed(_names(obj.get("moved")))]
-        back += [InputRow("add", group, m) for m in reversed(_names(obj.get("left")))]
+        back = [InputRow("move", to_group, m, group) for m in reversed(record.moved)]
+        back += [InputRow("add", group, m) for m in reversed(record.left)]
         return tuple(back)
-    if not isinstance(member, str) or not member:
+    if not member:
         return ()
     if op == Op.REMOVE.value:
         return (InputRow("add", group, member),)
     if op == Op.ADD.value:
         return (InputRow("remove", group, member),)
-    if not isinstance(to_group, str) or not to_group:
+    if not to_group:
         return ()
-    if norm_id(member) in {norm_id(n) for n in _names(obj.get("left"))}:
+    if norm_id(member) in {norm_id(n) for n in record.left}:
         # A move whose member was already in `to_group` only left `group`.
         return (InputRow("add", group, member),)
     return (InputRow("move", to_group, member, group),)
@@ -144,6 +132,11 @@ class UndoSummary:
     cannot: int  # lines recording a change without saying what (old move_all lines)
     lines: int  # readable results lines
     unreadable: int  # torn or damaged lines, skipped
+    # With the run's snapshots: changes the API cannot reverse (each with why), and changes
+    # of nothing (the member was already so before the run), neither written as a row.
+    not_restorable: tuple[Unrestorable, ...] = ()
+    unchanged: int = 0
+    from_snapshot: bool = False
 
     @property
     def total(self) -> int:
@@ -169,30 +162,19 @@ class _Index:
     lines: int = 0
     unreadable: int = 0
 
-    def add(self, line: bytes, start: int, length: int) -> None:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            self.unreadable += 1
-            return
-        row = obj.get("row") if isinstance(obj, dict) else None
-        if type(row) is not int or row <= 0 or not isinstance(obj.get("status"), str):
-            self.unreadable += 1
-            return
+    def add(self, record: Record) -> None:
         self.lines += 1
-        latest = self.latest
+        latest, row = self.latest, record.row
         if row >= len(latest):
             latest.frombytes(bytes((max(row + 1, 2 * len(latest)) - len(latest)) * 4))
         if latest[row]:
             self.lengths[latest[row] - 1] = 0  # replaced by this line
             latest[row] = 0
-        if not records_change(obj):
+        if not records_change(record):
             return
-        self.starts.append(start)
-        self.lengths.append(length)
-        listed = obj.get("op") == _MOVE_ALL and (
-            _names(obj.get("moved")) or _names(obj.get("left"))
-        )
+        self.starts.append(record.offset)
+        self.lengths.append(record.size)
+        listed = record.op == _MOVE_ALL and (record.moved or record.left)
         if not listed:
             latest[row] = len(self.starts)
         # else: members a move_all moved stay moved, whatever comes after (module notes).
@@ -203,19 +185,18 @@ class _Index:
                 yield self.starts[i], self.lengths[i]
 
 
-def _index(results: Path) -> _Index:
+def _index(results: Path, max_row: int, require_lines: bool) -> _Index:
     index = _Index()
-    offset = 0
-    with open(results, "rb") as f:
-        for line in f:
-            start = offset
-            offset += len(line)
-            if line.strip():
-                index.add(line, start, len(line))
+    reader = ResultsReader(results, max_row=max_row, require_lines=require_lines)
+    for record in reader:
+        index.add(record)
+    index.unreadable = reader.skipped
     return index
 
 
-def _read_back(f: IO[bytes], spans: Iterator[tuple[int, int]]) -> Iterator[bytes]:
+def _read_back(
+    f: IO[bytes], spans: Iterator[tuple[int, int]]
+) -> Iterator[tuple[int, bytes]]:
     """The bytes of each (start, length), for spans that go backwards through the file:
     one read a block, not one a line."""
     buf, lo, hi = b"", 0, 0
@@ -225,7 +206,7 @@ def _read_back(f: IO[bytes], spans: Iterator[tuple[int, int]]) -> Iterator[bytes
             lo = max(0, hi - max(_BLOCK, length))
             f.seek(lo)
             buf = f.read(hi - lo)
-        yield buf[start - lo : start - lo + length]
+        yield start, buf[start - lo : start - lo + length]
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -317,38 +298,63 @@ class InputFileWriter:
 # -- the whole -------------------------------------------------------------------------------
 
 
-def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False) -> UndoSummary:
+def write_undo(results: Path, out: Path, *, fmt: Format, force: bool = False,
+               max_row: int = MAX_ROW, require_lines: bool = True,
+               kind: str | None = None) -> UndoSummary:
     """Write to `out` the rows that undo what `results` records as done, latest first.
-    Raises OSError when the results cannot be read, OutputExists when `out` is there and
-    `force` is off."""
+    `max_row`: the most rows the run's input can have (`file.max_row_of(meta)`);
+    `require_lines`: an empty file is an error (off when its metadata says it is a run's);
+    `kind`: the target's, from the metadata. When the run left snapshots of its groups, the
+    rows restore each changed member to its state before the run (`planning.restore`).
+    Raises ResultsFileError when the results cannot be read or are not results, OSError when
+    `out` cannot be written, OutputExists when `out` is there and `force` is off."""
     if not force and out.exists():
         raise OutputExists(str(out))
-    index = _index(results)
+    index = _index(results, max_row, require_lines)
+    snapshots = read_snapshots(snapshot_path(results))
     written: Counter[str] = Counter()
     undone: Counter[str] = Counter()
     cannot = 0
+    recorded: list[list[Change]] = []  # latest first, as the file is read back
     with InputFileWriter(out, fmt, force=force) as writer, open(results, "rb") as f:
-        for line in _read_back(f, index.backwards()):
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                cannot += 1  # changed since the first pass
+        for start, line in _read_back(f, index.backwards()):
+            record = decode(line, start, max_row=max_row)
+            if not isinstance(record, Record) or not (rows := reverse(record)):
+                cannot += 1  # changed since the first pass, or an old move_all line
                 continue
-            rows = reverse(obj)
-            if not rows:
-                cannot += 1
+            undone[record.op] += 1
+            if snapshots:
+                recorded.append(changes_of(record.op, record.group, record.member,
+                                           record.to_group, record.moved, record.left))
                 continue
-            undone[obj["op"]] += 1
             for row in rows:
                 writer.write(row)
                 written[row.op] += 1
+        changes = [c for cs in reversed(recorded) for c in cs]
+        exact = restore(changes, snapshots, key=norm_id, kind=kind or "") if snapshots else None
+        for row in _restoring_rows(exact):
+            writer.write(row)
+            written[row.op] += 1
     return UndoSummary(
         written=dict(written),
         undone=dict(undone),
         cannot=cannot,
         lines=index.lines,
         unreadable=index.unreadable,
+        not_restorable=tuple(exact.cannot) if exact else (),
+        unchanged=exact.unchanged if exact else 0,
+        from_snapshot=exact is not None,
     )
+
+
+def _restoring_rows(exact: Restore | None) -> Iterator[InputRow]:
+    if exact is None:
+        return
+    for op, group, member, to_group in exact.rows:
+        yield InputRow(op, group, member, to_group)
+    # Groups the run never read (no snapshot): put back what the results say it changed.
+    for c in reversed(exact.unsnapped):
+        yield InputRow("remove" if c.joined else "add", c.group, c.member)
 
 
 def write_rows(path: Path, rows: Iterator[InputRow], *, fmt: Format, force: bool) -> int:

@@ -17,7 +17,7 @@ from bulkgroups.http.pacer import Pacer
 from bulkgroups.http.policy import RetryPolicy
 from bulkgroups.http.signin import Login, sign_in_for
 from bulkgroups.http.transport import ANSWER_LIMIT_BYTES, READ_LIMIT_BYTES, Transport
-from bulkgroups.job import Credentials, Job, JobError, load_credentials
+from bulkgroups.job import Credentials, Job, JobError, load_credentials, load_sandbox_state
 from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import AdaxesTarget
@@ -64,7 +64,7 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
     from bulkgroups.sandbox import Sandbox, make_state  # only sandbox jobs pay for it
 
     state: dict[str, Any] = (
-        orjson.loads(job.target.sandbox_state.read_bytes())
+        load_sandbox_state(job.target.sandbox_state, job=job.path)
         if job.target.sandbox_state is not None
         else make_state()
     )
