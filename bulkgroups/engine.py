@@ -1,15 +1,23 @@
-"""The pipeline: rows from a reader, through a bounded queue, to N workers calling a target,
-and every outcome to one writer. It knows nothing of HTTP or of files."""
+"""The pipeline: rows from a reader, each in its own task while in flight (at most `workers`
+at once), calling a target, and every outcome to one writer. It knows nothing of HTTP or of
+files.
+
+Rows in flight are not requests in flight: with batching a run holds many more rows (waiting
+for their batch) than it has requests out; the pacer caps the requests. A row in flight costs
+its task (~1.6 KB), so `workers` is the run's memory budget for rows."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from bulkgroups import clock
 from bulkgroups.http.auth import AuthRefused, TlsRefused
 from bulkgroups.model import Abandoned, Item, Outcome, Result, Row, Status
 from bulkgroups.results.stats import Tally
@@ -17,9 +25,10 @@ from bulkgroups.targets.base import Target
 
 log = logging.getLogger(__name__)
 
-# Outcomes waiting for the writer; bounded so a file of bad rows cannot outrun the disk.
+# Outcomes waiting for the writer before the reader waits; so a file of bad rows cannot
+# outrun the disk. Rows in flight never wait on it: nothing a row does can block a stop.
 _OUT_QUEUE = 4096
-# The reader hands the loop back this often, so workers and the writer are never starved.
+# The reader hands the loop back this often, so rows and the writer are never starved.
 _YIELD_EVERY = 256
 
 
@@ -30,6 +39,7 @@ class StopReason(StrEnum):
     AUTH = "credentials refused"
     TLS = "certificate not trusted"
     FAILURE_RATIO = "failure ratio exceeded"
+    RESULTS = "cannot write the results"
     INTERNAL = "internal error"
 
 
@@ -37,10 +47,22 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _unwritable(exc: BaseException) -> str:
+    """What went wrong writing, in a few words (the message of the stop)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            if seen.errno in (errno.ENOSPC, errno.EDQUOT):
+                return "disk full"
+            return seen.strerror or errno.errorcode.get(seen.errno, "error")
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
 class Pipeline:
     """One run of rows through a target. `stop()` stops taking rows and lets the ones in
-    flight finish; `halt()` abandons those too. Rows never started get no outcome, so a
-    resume sends them."""
+    flight finish (at most `stop_grace_s`, then it halts); `halt()` abandons those too. Rows
+    never started, or abandoned, get no outcome, so a resume sends them."""
 
     def __init__(
         self,
@@ -51,17 +73,28 @@ class Pipeline:
         on_progress: Callable[[Tally], None] | None = None,
         abort_failure_ratio: float = 1.0,
         abort_min_rows: int = 100,
+        stop_grace_s: float | None = None,
+        make_room: Callable[[], bool] | None = None,
     ) -> None:
         self._target = target
         self._sink = sink
-        self._workers = workers
+        self._workers = workers  # rows in flight at most
         self._on_progress = on_progress
         self._ratio = abort_failure_ratio
         self._min_rows = abort_min_rows
-        self._work: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=max(2 * workers, 64))
-        self._out: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=_OUT_QUEUE)
+        self._grace_s = stop_grace_s
+        # Called once when a write fails: True if it made room for the outcomes of the rows
+        # still in flight (the run stops either way).
+        self._make_room = make_room
+        self._outbox: deque[Outcome] = deque()
+        self._out_ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed = False
+        self._broken = False  # the sink failed: nothing more is written
         self._feeder: asyncio.Task[None] | None = None
-        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._live: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Semaphore(workers)
+        self._halt_timer: asyncio.TimerHandle | None = None
         self.tally = Tally()
         self.reason = StopReason.DONE
         self.detail = ""
@@ -70,95 +103,138 @@ class Pipeline:
     def stopping(self) -> bool:
         return self.reason is not StopReason.DONE
 
+    @property
+    def in_flight(self) -> int:
+        """Rows started and not finished."""
+        return len(self._live)
+
     def stop(self, reason: StopReason, detail: str = "") -> None:
         if self.stopping:
             return
         self.reason, self.detail = reason, detail
+        # Nothing more is sent: rows waiting for a request get Abandoned (no outcome).
         self._target.abandon()
         if self._feeder is not None:
             self._feeder.cancel()
-        # Rows queued but not started are dropped unanswered: a resume sends them.
-        while not self._work.empty():
-            self._work.get_nowait()
-        for _ in self._worker_tasks:
-            self._work.put_nowait(None)
+        self._drained.set()
+        if self._grace_s is not None and self._live:
+            # A row whose request is out ends within its timeout; one that would wait out a
+            # pause or a retry is not waited for beyond that.
+            loop = asyncio.get_running_loop()
+            self._halt_timer = loop.call_later(self._grace_s, self.halt)
 
     def halt(self) -> None:
-        """Second signal: abandon requests in flight (their rows get no outcome)."""
-        for task in self._worker_tasks:
+        """Second signal (or the grace ran out): abandon rows in flight (no outcome)."""
+        for task in list(self._live):
             task.cancel()
 
     async def run(self, rows: Iterable[Item]) -> Tally:
         writer = asyncio.create_task(self._write())
-        self._worker_tasks = [asyncio.create_task(self._work_rows()) for _ in range(self._workers)]
         self._feeder = asyncio.create_task(self._feed(rows))
         try:
             await asyncio.gather(self._feeder, return_exceptions=True)
-            await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+            while self._live:
+                await asyncio.wait(set(self._live))
         finally:
-            await self._out.put(None)
+            if self._halt_timer is not None:
+                self._halt_timer.cancel()
+            self._closed = True
+            self._out_ready.set()
             await writer
         return self.tally
 
     async def _feed(self, rows: Iterable[Item]) -> None:
+        loop = asyncio.get_running_loop()
         try:
             for n, item in enumerate(rows):
+                if self.stopping:
+                    return
                 if isinstance(item, Row):
-                    await self._work.put(item)
+                    await self._room.acquire()
+                    if self.stopping:
+                        self._room.release()
+                        return
+                    task = loop.create_task(self._one(item))
+                    self._live.add(task)
+                    task.add_done_callback(self._row_done)
                 else:
-                    await self._out.put(Outcome.settled(item, finished_at=now_iso()))
+                    self._emit(Outcome.settled(item, finished_at=now_iso()))
+                    if len(self._outbox) >= _OUT_QUEUE and not self.stopping:
+                        self._drained.clear()
+                        await self._drained.wait()
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-        except Exception as exc:  # a reader bug must not leave workers waiting forever
+        except Exception as exc:  # a reader bug must not leave rows waiting forever
             log.exception("reading the input failed")
             self.stop(StopReason.INTERNAL, f"reading the input failed: {exc}")
-            return
-        for _ in self._worker_tasks:
-            await self._work.put(None)
 
-    async def _work_rows(self) -> None:
-        while True:
-            row = await self._work.get()
-            if row is None or self.stopping:
-                return
-            start = time.perf_counter()
-            try:
-                result = await self._target.apply(row)
-            except AuthRefused as exc:
-                tls = isinstance(exc, TlsRefused)
-                self.stop(StopReason.TLS if tls else StopReason.AUTH, str(exc))
-                return
-            except Abandoned:  # http hook (stop contract): never sent, no outcome
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug in one row must not lose the others
-                log.exception("row %d: unexpected error", row.row)
-                result = Result(Status.FAILED, error=f"internal error: {type(exc).__name__}")
-            elapsed_ms = round((time.perf_counter() - start) * 1000.0, 3)
-            outcome = Outcome.of(row, result, elapsed_ms=elapsed_ms, finished_at=now_iso())
-            await self._out.put(outcome)
+    def _row_done(self, task: asyncio.Task[None]) -> None:
+        self._live.discard(task)
+        self._room.release()
+
+    async def _one(self, row: Row) -> None:
+        row_clock = clock.start_row()  # this task's own: the batcher and pacer add waits
+        start = time.perf_counter()
+        try:
+            result = await self._target.apply(row)
+        except Abandoned:
+            return  # never sent: no outcome, a resume sends it
+        except AuthRefused as exc:
+            tls = isinstance(exc, TlsRefused)
+            self.stop(StopReason.TLS if tls else StopReason.AUTH, str(exc))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in one row must not lose the others
+            log.exception("row %d: unexpected error", row.row)
+            result = Result(Status.FAILED, error=f"internal error: {type(exc).__name__}")
+        elapsed_ms = round((time.perf_counter() - start) * 1000.0, 3)
+        wait_ms = min(elapsed_ms, round(row_clock.wait_s * 1000.0, 3))
+        self._emit(Outcome.of(row, result, elapsed_ms=elapsed_ms, finished_at=now_iso(),
+                              wait_ms=wait_ms))
+
+    def _emit(self, outcome: Outcome) -> None:
+        if self._broken:
+            return  # cannot be written: the row has no outcome, a resume sends it again
+        self._outbox.append(outcome)
+        self._out_ready.set()
 
     async def _write(self) -> None:
-        done = False
-        while not done:
-            batch: list[Outcome] = []
-            item = await self._out.get()
-            while True:
-                if item is None:
-                    done = True
-                    break
-                batch.append(item)
-                if self._out.empty():
-                    break
-                item = self._out.get_nowait()
-            if batch:
-                self._sink(batch)
-                for outcome in batch:
-                    self.tally.add(outcome)
-                self._check_failures()
-                if self._on_progress is not None:
-                    self._on_progress(self.tally)
+        while True:
+            await self._out_ready.wait()
+            self._out_ready.clear()
+            batch = list(self._outbox)
+            self._outbox.clear()
+            self._drained.set()
+            if batch and not self._broken:
+                self._write_batch(batch)
+            if self._closed and not self._outbox:
+                return
+
+    def _write_batch(self, batch: list[Outcome]) -> None:
+        try:
+            self._sink(batch)
+        except Exception as exc:  # ENOSPC, EIO, a read-only remount: the run cannot go on
+            # Stop first: nothing more is sent, so what still comes back is only the rows
+            # whose requests are out.
+            self.stop(StopReason.RESULTS, _unwritable(exc))
+            room, self._make_room = self._make_room, None
+            if room is None or not room() or not self._retry(batch):
+                self._broken = True
+                self._outbox.clear()
+                return
+        for outcome in batch:
+            self.tally.add(outcome)
+        self._check_failures()
+        if self._on_progress is not None:
+            self._on_progress(self.tally)
+
+    def _retry(self, batch: list[Outcome]) -> bool:
+        try:
+            self._sink(batch)
+        except Exception:
+            return False
+        return True
 
     def _check_failures(self) -> None:
         if self._ratio >= 1.0 or self.stopping:

@@ -135,9 +135,13 @@ class Outcome:
     finished_at: str
     moved: tuple[str, ...] | None = None
     left: tuple[str, ...] | None = None
+    # Of elapsed_ms, the time the row waited before its requests could go (for its batch to
+    # get a slot, for the pacer's turn, a pause); the rest is the server answering.
+    wait_ms: float = 0.0
 
     @classmethod
-    def of(cls, row: Row, result: Result, *, elapsed_ms: float, finished_at: str) -> Outcome:
+    def of(cls, row: Row, result: Result, *, elapsed_ms: float, finished_at: str,
+           wait_ms: float = 0.0) -> Outcome:
         return cls(
             row=row.row,
             line=row.line,
@@ -154,6 +158,7 @@ class Outcome:
             finished_at=finished_at,
             moved=result.moved,
             left=result.left,
+            wait_ms=wait_ms,
         )
 
     @classmethod

@@ -15,15 +15,15 @@ def groups_of(sb: Sandbox) -> dict[str, set[str]]:
     return {g: set(v["members"]) for g, v in sb.dump()["docspace"]["groups"].items()}
 
 
-async def test_batcher_fills_to_size_and_flushes_on_linger() -> None:
-    """A full batch goes at once; a partial one goes after the linger time; all get answers."""
+async def test_batcher_fills_to_size_and_sends_the_rest_at_once() -> None:
+    """Full batches go first; the partial rest goes as soon as a slot is free; all get answers."""
     sent: list[list[str]] = []
 
     async def send(method: str, group: str, members: list[str]) -> Reply:
         sent.append(members)
         return Reply(200, {"members": members}, 1)
 
-    batcher = Batcher(send, size=4, linger_s=0.01)
+    batcher = Batcher(send, size=4)
     replies = await asyncio.gather(*(batcher.submit("DELETE", "g", f"m{i}") for i in range(10)))
     assert [len(b) for b in sent] == [4, 4, 2]
     assert all(r.status == 200 for r in replies)
@@ -37,7 +37,7 @@ async def test_batcher_keeps_groups_and_verbs_apart() -> None:
         sent.append((method, group, members))
         return Reply(200, None, 1)
 
-    batcher = Batcher(send, size=10, linger_s=0.01)
+    batcher = Batcher(send, size=10)
     await asyncio.gather(
         batcher.submit("DELETE", "a", "1"), batcher.submit("PUT", "a", "2"),
         batcher.submit("DELETE", "b", "3"), batcher.submit("DELETE", "a", "4"),
@@ -55,7 +55,7 @@ async def test_a_400_is_split_until_only_the_rows_at_fault_fail() -> None:
         calls += 1
         return Reply(400, None, 1) if "bad" in members else Reply(200, None, 1)
 
-    batcher = Batcher(send, size=16, linger_s=0.01)
+    batcher = Batcher(send, size=16)
     members = [f"m{i}" for i in range(15)] + ["bad"]
     replies = await asyncio.gather(*(batcher.submit("PUT", "g", m) for m in members))
     statuses = dict(zip(members, (r.status for r in replies), strict=True))

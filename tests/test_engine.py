@@ -153,3 +153,71 @@ async def test_a_bug_in_one_row_fails_that_row_only() -> None:
     by_row = {o.row: o for o in sink.outcomes}
     assert by_row[5].status is Status.FAILED and by_row[5].error == "internal error: KeyError"
     assert all(by_row[i].status is Status.OK for i in range(1, 11) if i != 5)
+
+
+class FullDisk:
+    """A sink that takes `room` outcomes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.outcomes: list[Outcome] = []
+
+    def __call__(self, batch: list[Outcome]) -> None:
+        if len(self.outcomes) + len(batch) > self.room:
+            raise OSError(28, "No space left on device")
+        self.outcomes.extend(batch)
+
+
+async def test_an_unwritable_outcome_stops_the_run_and_nothing_blocks() -> None:
+    """The sink fails: the run stops at once (RESULTS, "disk full"), abandons the target, and
+    returns although 100,000 rows (invalid ones too) were still to come; nothing waits on a
+    full queue."""
+
+    class Counting(ListTarget):
+        abandoned = 0
+
+        def abandon(self) -> None:
+            Counting.abandoned += 1
+
+    target = Counting()
+    sink = FullDisk(room=500)
+    pipe = Pipeline(target=target, sink=sink, workers=50)
+    await asyncio.wait_for(pipe.run(make_rows(100_000, bad_every=2)), timeout=30)
+    assert pipe.reason is StopReason.RESULTS and pipe.detail == "disk full"
+    assert Counting.abandoned == 1
+    assert len(sink.outcomes) <= 500
+    assert target.started < 5_000
+
+
+async def test_room_made_after_a_failed_write_takes_the_rows_in_flight() -> None:
+    """With make_room, the failed batch and the rows finishing after the stop are written."""
+    gate = asyncio.Event()
+    sink = FullDisk(room=0)
+
+    def make_room() -> bool:
+        sink.room = 10_000
+        return True
+
+    target = ListTarget(gate=gate)
+    pipe = Pipeline(target=target, sink=sink, workers=8, make_room=make_room)
+    task = asyncio.create_task(pipe.run(make_rows(1000, bad_every=1)))  # invalid rows first
+    while pipe.reason is StopReason.DONE:
+        await asyncio.sleep(0)
+    gate.set()
+    await task
+    assert pipe.reason is StopReason.RESULTS
+    assert sink.outcomes and all(o.status is Status.INVALID for o in sink.outcomes)
+
+
+async def test_a_stop_gives_rows_in_flight_only_the_grace() -> None:
+    """Rows that would wait forever (a long pause) are abandoned `stop_grace_s` after the stop:
+    the run returns, and they have no outcome."""
+    target = ListTarget(gate=asyncio.Event())  # never set
+    sink = Recorder()
+    pipe = Pipeline(target=target, sink=sink, workers=5, stop_grace_s=0.05)
+    task = asyncio.create_task(pipe.run(make_rows(100)))
+    while target.started < 5:
+        await asyncio.sleep(0)
+    pipe.stop(StopReason.SIGTERM)
+    await asyncio.wait_for(task, timeout=5)
+    assert sink.outcomes == [] and target.started == 5

@@ -16,6 +16,7 @@ import math
 from collections import deque
 from types import TracebackType
 
+from bulkgroups import clock
 from bulkgroups.http.policy import WINDOW_PAUSE_START_S, WINDOW_S, window_pause_s
 from bulkgroups.http.quota import Quota
 from bulkgroups.model import Abandoned
@@ -27,9 +28,10 @@ _CLIMB_SHARE = 0.02
 # Spend a quota at this share of what it allows, so jitter does not run it dry.
 _QUOTA_MARGIN = 0.9
 # No more than `rate` requests start in any 1 s + this margin: a request's start at the
-# server lags ours by its connection set-up (~30 ms for the first on loopback), which would
-# otherwise put rate + 1 starts in one of the server's seconds (from the engine branch).
-_WINDOW_MARGIN_S = 0.05
+# server lags ours by its connection set-up (30-110 ms for a new connection on this loaded
+# 2-core machine; 0.05 s was seen to let rate + 1 starts into one of the server's seconds),
+# which would otherwise put rate + 1 starts in one of the server's seconds (engine branch).
+_WINDOW_MARGIN_S = 0.1
 # A quota states what the server allows, so it may pull the rate below the AIMD floor.
 _QUOTA_FLOOR_RATE = 0.2
 
@@ -226,12 +228,14 @@ class Pacer:
         self.check()
 
     async def __aenter__(self) -> None:
+        entered = self._now()
         await self._take_slot()
         try:
             await self.turn()
         except BaseException:
             self._slots.release()
             raise
+        clock.waited(self._now() - entered)  # engine's hook: the row's wait, for its figures
 
     async def __aexit__(
         self,

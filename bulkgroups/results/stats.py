@@ -39,17 +39,26 @@ class LatencyHistogram:
 
 
 class Tally:
-    __slots__ = ("by_status", "latency", "retries")
+    """`latency`: a row's whole time; split into `waiting` (for its batch's slot, the
+    pacer's turn, a pause) and `server` (the requests out: the answers, their retries), so
+    a fast server behind a rate limit does not read as a slow one."""
+
+    __slots__ = ("by_status", "latency", "retries", "server", "waiting")
 
     def __init__(self) -> None:
         self.by_status: Counter[Status] = Counter()
         self.latency = LatencyHistogram()
+        self.waiting = LatencyHistogram()
+        self.server = LatencyHistogram()
         self.retries = 0
 
     def add(self, outcome: Outcome) -> None:
         self.by_status[outcome.status] += 1
         if outcome.attempts:
             self.latency.add(outcome.elapsed_ms)
+            wait = min(max(outcome.wait_ms, 0.0), outcome.elapsed_ms)
+            self.waiting.add(wait)
+            self.server.add(outcome.elapsed_ms - wait)
             self.retries += max(0, outcome.attempts - 1)
 
     @property

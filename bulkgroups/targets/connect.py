@@ -22,6 +22,7 @@ from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import AdaxesTarget
 from bulkgroups.targets.base import Adapter, Target
+from bulkgroups.targets.batcher import Gate
 from bulkgroups.targets.docspace import DocSpaceTarget
 from bulkgroups.targets.operations import POLL_LIMIT_FACTOR
 
@@ -129,6 +130,7 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Adapter]:
     async with open_transport(job, endpoint) as transport:
         yield make_target(job.target.kind, transport, precheck=limits.precheck,
                           protected=job.safety.protected, batch_size=limits.batch_size,
+                          gate=transport.pacer, concurrency=limits.concurrency,
                           adm_wait_s=job.target.adm_wait_s,
                           poll_limit_s=limits.timeout_s * POLL_LIMIT_FACTOR)
 
@@ -140,15 +142,20 @@ def requests_sent(target: Target) -> int:
     return t.requests_sent if isinstance(t, Transport) else 0
 
 
-# Rows a run may hold at once: with batching, enough to fill `concurrency` requests of
-# `batch_size` members each; bounded, since each waiting row holds a little memory.
-MAX_WORKERS = 2000
+# Rows a run may hold at once when it batches: the memory budget. A row waiting for its
+# batch costs ~1.6 KB (its task, its coroutine frames, a future; measured), so 10,000 rows are
+# ~16 MB whatever the input's size. That fills every batch of an input shuffled over up to
+# ~100 groups (100 groups x 100 rows) and gives ~10-20 rows a request over 1,000 groups.
+ROW_BUDGET = 10_000
 
 
 def worker_count(job: Job) -> int:
+    """Rows in flight at once (each its own task); requests in flight are capped apart, by
+    the pacer's `concurrency`."""
     limits = job.limits
     if job.target.kind is TargetKind.DOCSPACE and limits.batch_size > 1:
-        return min(MAX_WORKERS, limits.concurrency * limits.batch_size)
+        # Enough to fill `concurrency` batches of a sorted input too, within 4x the budget.
+        return max(ROW_BUDGET, min(limits.concurrency * limits.batch_size, 4 * ROW_BUDGET))
     return limits.concurrency
 
 
@@ -161,13 +168,16 @@ def make_target(
     batch_size: int = 1,
     adm_wait_s: int | None = None,
     poll_limit_s: float = 300.0,
+    gate: Gate | None = None,
+    concurrency: int = 10,
 ) -> Adapter:
     """`protected`: ids a `move_all` must not carry along (the row ends `invalid`).
     `batch_size`: members a DocSpace list request may carry (Adaxes has no list call).
     `adm_wait_s`, `poll_limit_s`: Adaxes asynchronous execution (see `running`)."""
     if kind is TargetKind.DOCSPACE:
         return DocSpaceTarget(
-            transport, precheck=precheck, protected=protected, batch_size=batch_size
+            transport, precheck=precheck, protected=protected, batch_size=batch_size,
+            gate=gate, concurrency=concurrency,
         )
     if kind is TargetKind.ADAXES:
         return AdaxesTarget(transport, precheck=precheck, protected=protected,

@@ -20,7 +20,7 @@ from bulkgroups.http.transport import Reply, Transport
 from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.planning.snapshot import SnapMember
-from bulkgroups.targets.batcher import Batcher
+from bulkgroups.targets.batcher import Batcher, Gate
 from bulkgroups.targets.decision import (
     Decision,
     Kind,
@@ -199,12 +199,13 @@ class DocSpaceTarget:
         precheck: bool,
         protected: frozenset[str] = frozenset(),
         batch_size: int = 1,
-        linger_s: float = 0.02,
+        gate: Gate | None = None,
+        concurrency: int = 10,
     ) -> None:
         self._t = transport
         # The member calls take a list: rows of one group and verb share a request.
         self._batcher = (
-            Batcher(self._send_members, size=batch_size, linger_s=linger_s)
+            Batcher(self._send_members, size=batch_size, gate=gate, max_in_flight=concurrency)
             if batch_size > 1
             else None
         )
@@ -221,6 +222,8 @@ class DocSpaceTarget:
 
     def abandon(self) -> None:
         self._t.abandon()
+        if self._batcher is not None:
+            self._batcher.abandon()  # rows waiting for a batch request: no outcome
 
     def decide(self, row: Row, members_of: Lookup) -> Decision:
         decision = decide(row, members_of, self._protected)
