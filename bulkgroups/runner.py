@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
-
 from bulkgroups import __version__
 from bulkgroups.display import shown
 from bulkgroups.engine import Pipeline, StopReason, now_iso
@@ -32,7 +30,7 @@ from bulkgroups.exits import (
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import Item, Outcome, Status, TargetKind
+from bulkgroups.model import Item, Status, TargetKind
 from bulkgroups.planning.checks import differences, file_sha256
 from bulkgroups.planning.gate import guard_active, hold_for_review, over_limit_text
 from bulkgroups.planning.planfile import read_header
@@ -46,9 +44,9 @@ from bulkgroups.planning.snapshot import (
 from bulkgroups.planning.source import check_plan, plan_items, plan_over_limit
 from bulkgroups.results.file import (
     Fingerprint,
+    ReservedWriter,
     ResultsFileError,
     ResultsUnwritable,
-    ResultsWriter,
     read_meta,
     write_meta,
 )
@@ -74,91 +72,6 @@ _EXIT_FOR_STOP = {
     StopReason.SIGTERM: EXIT_SIGTERM,
     StopReason.INTERNAL: EXIT_ROWS,
 }
-
-
-# Room kept beside the results for the outcomes of rows still in flight when the disk fills:
-# a line is ~300 bytes; the rows that can still finish are those whose requests are out.
-_LINE_BYTES = 512
-_RESERVE_FLOOR = 64 * 1024
-_RESERVE_CAP = 8 * 1024 * 1024
-
-
-def _reserve_bytes(job: Job) -> int:
-    limits = job.limits
-    out = limits.concurrency * max(1, limits.batch_size)
-    return min(_RESERVE_CAP, _RESERVE_FLOOR + out * _LINE_BYTES)
-
-
-class _ResultsSink:
-    """The results writer, with a reserve file beside it (`RESULTS.reserve`) held for one
-    moment: when a write fails for want of room, the reserve is given back, so the outcomes
-    of the rows already sent are still written (and `undo` sees their changes) while the run
-    stops. Without the reserve (no room even for it) a full disk loses those outcomes."""
-
-    def __init__(self, path: Path, *, reserve_bytes: int) -> None:
-        self.path = path
-        self._writer = ResultsWriter(path)
-        self._failed: list[Outcome] | None = None
-        self._written = 0
-        self._cut_at: int | None = None
-        self._reserve: Path | None = path.with_name(path.name + ".reserve")
-        try:
-            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                # Never more than half the room left: the run itself needs the rest.
-                disk = os.fstatvfs(fd)
-                os.posix_fallocate(fd, 0, min(reserve_bytes, disk.f_bavail * disk.f_frsize // 2))
-            finally:
-                os.close(fd)
-        except OSError:
-            self._drop_reserve()
-
-    def write(self, outcomes: list[Outcome]) -> None:
-        if outcomes is self._failed:
-            # The same batch again, after make_room: only its lines that did not make it.
-            outcomes, self._failed = outcomes[self._written:], None
-        before = self.path.stat().st_size
-        try:
-            self._writer.write(outcomes)
-        except OSError:
-            self._failed = outcomes
-            self._written, whole = self._whole_lines(outcomes, self.path.stat().st_size - before)
-            self._cut_at = before + whole
-            raise
-
-    @staticmethod
-    def _whole_lines(outcomes: list[Outcome], written: int) -> tuple[int, int]:
-        """How many of `outcomes` a write cut after `written` bytes left whole, and their
-        bytes."""
-        total = 0
-        for n, outcome in enumerate(outcomes):
-            size = len(orjson.dumps(outcome, option=orjson.OPT_APPEND_NEWLINE))
-            if total + size > written:
-                return n, total
-            total += size
-        return len(outcomes), total
-
-    def make_room(self) -> bool:
-        """After a failed write: give the reserve back; True if there was one. The writer is
-        opened again, which ends a line the failed write left cut."""
-        if self._reserve is None:
-            return False
-        self._drop_reserve()
-        self._writer.close()
-        if self._cut_at is not None:
-            os.truncate(self.path, self._cut_at)  # no line left cut: the batch is written again
-        self._writer = ResultsWriter(self.path)
-        return True
-
-    def _drop_reserve(self) -> None:
-        if self._reserve is not None:
-            with contextlib.suppress(OSError):
-                self._reserve.unlink()
-            self._reserve = None
-
-    def close(self) -> None:
-        self._drop_reserve()
-        self._writer.close()
 
 
 class RunRefused(Exception):
@@ -417,7 +330,9 @@ def _end_meta(req: RunRequest, meta: Mapping[str, Any], view: RunView) -> None:
 
 async def _drive(job: Job, req: RunRequest, endpoint: Endpoint, view: RunView,
                  items: Iterator[Item], total: int | None) -> Pipeline:
-    writer = _ResultsSink(req.results, reserve_bytes=_reserve_bytes(job))
+    limits = job.limits
+    writer = ReservedWriter(req.results,
+                            rows_out=limits.concurrency * max(1, limits.batch_size))
     try:
         async with connect(job, endpoint) as target:
             for warning in endpoint.warnings:

@@ -161,6 +161,64 @@ class ResultsWriter:
             self._fd = -1
 
 
+# Room kept beside the results for the outcomes of rows still in flight when the disk fills:
+# a line is ~300 bytes; the rows that can still finish are those whose requests are out.
+_LINE_BYTES = 512
+_RESERVE_FLOOR = 64 * 1024
+_RESERVE_CAP = 8 * 1024 * 1024
+
+
+class ReservedWriter:
+    """The results writer with a reserve file beside it (`RESULTS.jsonl.reserve`): when a
+    write fails for want of room, `make_room` gives the reserve back, so the outcomes of the
+    rows already sent are still written (and `undo` sees their changes) while the run stops.
+    Without a reserve (no room even for it) a full disk loses those outcomes. A failed write
+    leaves no part of its batch in the file (`ResultsWriter`), so the batch is written again
+    whole."""
+
+    __slots__ = ("_reserve", "_writer", "path")
+
+    def __init__(self, path: Path, *, rows_out: int) -> None:
+        self.path = path
+        self._writer = ResultsWriter(path)
+        self._reserve: Path | None = path.with_name(path.name + ".reserve")
+        size = min(_RESERVE_CAP, _RESERVE_FLOOR + rows_out * _LINE_BYTES)
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+            try:
+                # Never more than half the room left: the run itself needs the rest.
+                disk = os.fstatvfs(fd)
+                os.posix_fallocate(fd, 0, min(size, disk.f_bavail * disk.f_frsize // 2))
+            finally:
+                os.close(fd)
+        except OSError:
+            self._drop_reserve()
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        """Raises ResultsUnwritable; then none of `outcomes` is in the file."""
+        self._writer.write(outcomes)
+
+    def make_room(self) -> bool:
+        """After a failed write: give the reserve back and open the file again; True if there
+        was a reserve to give."""
+        if self._reserve is None:
+            return False
+        self._drop_reserve()
+        self._writer.close()
+        self._writer = ResultsWriter(self.path)
+        return True
+
+    def _drop_reserve(self) -> None:
+        if self._reserve is not None:
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+            self._reserve = None
+
+    def close(self) -> None:
+        self._drop_reserve()
+        self._writer.close()
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
