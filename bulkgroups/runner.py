@@ -15,7 +15,8 @@ from typing import Any
 from bulkgroups import __version__
 from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
-from bulkgroups.job import Job
+from bulkgroups.finish import RecordCount, finish, run_end
+from bulkgroups.job import Job, JobError
 from bulkgroups.model import Item, Status
 from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.results.lock import Locked, run_lock
@@ -23,7 +24,7 @@ from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.results.retention import prune
 from bulkgroups.rows.dedupe import dedupe
 from bulkgroups.rows.guard import count_changes, guard
-from bulkgroups.rows.readers import count_lines, read_rows
+from bulkgroups.rows.readers import InputError, count_lines, read_rows
 from bulkgroups.targets.connect import connect, endpoint_for, worker_count
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -96,11 +97,27 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
 
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
     """Run (or resume) the job's rows; returns the exit status (DESIGN.md)."""
+    env = os.environ if environ is None else environ
+    since, started = now_iso(), time.time()
+    code, message = EXIT_ROWS, None  # what Python exits with when an exception escapes
     try:
         with run_lock(req.results, job_name=job.name):
-            return await _run_locked(job, req, os.environ if environ is None else environ)
+            code = await _run_locked(job, req, env)
+            return code
     except Locked as exc:
+        code, message = EXIT_REFUSED, str(exc)
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
+    except RunRefused as exc:
+        code, message = exc.code, str(exc)
+        raise
+    except (JobError, InputError) as exc:
+        code, message = EXIT_USAGE, str(exc)
+        raise
+    finally:
+        # The finish hook (ops): metrics and notification after every run, refused and
+        # interrupted ones included; it never raises and never changes `code`.
+        await finish(job, run_end(job, req.results, since=since, started=started, code=code,
+                                  message=message), environ=env)
 
 
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
@@ -158,6 +175,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     }
     write_meta(req.results, meta)
     started = time.monotonic()
+    counting = RecordCount(job)
     writer = ResultsWriter(req.results)
     try:
         async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
@@ -180,19 +198,30 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         writer.close()
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
+    already = done.count if done is not None else 0
+    # A run that stopped early says how many input rows it never finished (resume sends them);
+    # after a signal it waits at most a second for the count (None: not known).
+    not_reached: int | None = 0
+    if pipeline.stopping:
+        signalled = pipeline.reason in (StopReason.SIGINT, StopReason.SIGTERM)
+        total = counting.result(timeout=1.0 if signalled else None)
+        not_reached = None if total is None else max(0, total - already - pipeline.tally.finished)
+    counting.cancel()
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
-                      stopped=pipeline.reason.value if pipeline.stopping else None)
+                      stopped=pipeline.reason.value if pipeline.stopping else None,
+                      stop_detail=pipeline.detail or None, not_reached=not_reached,
+                      already=already)
     write_meta(req.results, meta)
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
         prune(job, keep=job.output.keep, current=req.results)
     _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
-            already=done.count if done is not None else 0)
+            already=already, not_reached=not_reached if pipeline.stopping else None)
     return code
 
 
 def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,
-            already: int) -> None:
+            already: int, not_reached: int | None = None) -> None:
     stopped = None
     if pipeline.stopping:
         stopped = pipeline.reason.value + (f": {pipeline.detail}" if pipeline.detail else "")
@@ -203,4 +232,5 @@ def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,
     unfinished_rows = pipeline.stopping or pipeline.tally.by_status[Status.FAILED] > 0
     hint = f"bulkgroups resume {req.results}" if unfinished_rows else None
     console.print_summary(pipeline.tally, elapsed_s=elapsed_s, results=req.results,
-                          stopped=stopped, resume_hint=hint, already=already)
+                          stopped=stopped, resume_hint=hint, already=already,
+                          not_reached=not_reached)
