@@ -248,6 +248,7 @@ def test_demo_state_file():
         (False, False),
         (True, False),
         (False, True),
+        (False, False),
     ]
     assert len(data["docspace"]["groups"]) == 4
     assert list(data["docspace"]["api_keys"]) == ["sk-demo-key"]
