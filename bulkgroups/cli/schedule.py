@@ -105,17 +105,51 @@ def _secret_notes(job: Job, env_file: Path | None) -> list[str]:
     ]
 
 
-def _env_file_warnings(env_file: Path) -> list[str]:
+def _env_names(env_file: Path) -> set[str] | None:
+    """The variable names an EnvironmentFile= sets (values are never kept), or None when
+    it cannot be read."""
+    try:
+        text = env_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    names = set()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, eq, _ = line.partition("=")
+        if eq:
+            names.add(name.strip())
+    return names
+
+
+def _env_file_warnings(env_file: Path, wanted: dict[str, str] | None = None) -> list[str]:
+    """`wanted`: variable -> the job key that names it."""
     try:
         mode = env_file.stat().st_mode
     except FileNotFoundError:
         return [f"{env_file} does not exist yet: create it (mode 600) before the first run"]
     except OSError as exc:
         return [f"cannot check {env_file}: {exc.strerror or exc}"]
+    warnings = []
     if stat.S_IMODE(mode) & 0o077:
-        return [f"{env_file} is readable by others (mode {stat.S_IMODE(mode):03o}): "
-                f"chmod 600 {env_file}"]
-    return []
+        warnings.append(f"{env_file} is readable by others (mode {stat.S_IMODE(mode):03o}): "
+                        f"chmod 600 {env_file}")
+    names = _env_names(env_file)
+    for var, key in (wanted or {}).items():
+        if names is not None and var not in names:
+            warnings.append(f"{env_file} does not set {var} (the job's {key}): the run will "
+                            f"stop with exit 2; add a line {var}=...")
+    return warnings
+
+
+def _wanted_env(job: Job) -> dict[str, str]:
+    t = job.target
+    pairs = (("[target] token_env", t.token_env), ("[target] username_env", t.username_env),
+             ("[target] password_env", t.password_env),
+             ("[notify] webhook_env", job.notify.webhook_env))
+    return {var: key for key, var in pairs if var}
 
 
 def _overlap_note(as_crontab: bool, *, flock: str | None) -> str:
@@ -249,7 +283,8 @@ def schedule_command(job_file: Path, cron_text: str, randomized_delay: str,
     notes.append(_overlap_note(as_crontab, flock=flock))
     for note in notes:
         click.echo(f"# {note}")
-    for warning in _env_file_warnings(env_path) if env_path is not None else []:
+    for warning in (_env_file_warnings(env_path, _wanted_env(job)) if env_path is not None
+                    else []):
         click.echo(f"bulkgroups: warning: {warning}", err=True)
 
 
