@@ -73,11 +73,13 @@ class Member:
 class GroupMembers:
     """One group's direct members as read, changed in place as the plan's rows are applied."""
 
-    __slots__ = ("_key", "members")
+    __slots__ = ("_key", "members", "name")
 
-    def __init__(self, members: Iterable[Member], key: Callable[[str], Key]) -> None:
+    def __init__(self, members: Iterable[Member], key: Callable[[str], Key],
+                 name: str | None = None) -> None:
         self.members = list(members)
         self._key = key
+        self.name = name  # the group's display name when the read carried it (DocSpace)
 
     def has(self, member: str) -> bool | None:
         """True/False when the list settles it; None when some member lacks this kind of
@@ -241,6 +243,7 @@ class Plan:
     protected: int = 0
     unsure: int = 0
     groups_read: int = 0
+    names: dict[str, str] = field(default_factory=dict)  # group as the input names it -> name
 
     @property
     def would_refuse(self) -> bool:
@@ -389,7 +392,9 @@ async def read_group(t: Transport, kind: TargetKind, group: str) -> GroupMembers
         reply = await t.send("GET", _DOCSPACE_GROUP + quote(group.strip(), safe=""))
         ids = member_ids(reply.body) if reply.ok else None
         if ids is not None:
-            return GroupMembers((Member(i, {"id": i.strip().casefold()}) for i in ids), key)
+            name = reply.body["response"].get("name")
+            return GroupMembers((Member(i, {"id": i.strip().casefold()}) for i in ids), key,
+                                name=name if isinstance(name, str) else None)
     else:
         # objectSid lets rows that name members by SID be settled too, when the server
         # lists it.
@@ -456,4 +461,8 @@ async def make_plan(job: Job, *, environ: Mapping[str, str]) -> Plan:
                  max_changes=job.safety.max_changes, changes=changes,
                  protected=job.safety.protected)
     plan.groups_read = len(read)
+    for label in plan.groups:
+        found = read.get(group_key(kind, label))
+        if isinstance(found, GroupMembers) and found.name:
+            plan.names[label] = found.name
     return plan

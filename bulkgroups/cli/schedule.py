@@ -404,9 +404,15 @@ def plan_command(job_file: Path, as_json: bool) -> None:
     except AuthRefused as exc:
         _fail(str(exc), EXIT_REFUSED)
     if as_json:
-        click.echo(orjson.dumps(plan.to_json()).decode())
+        click.echo(orjson.dumps({**plan.to_json(), "names": plan.names}).decode())
     else:
         target = f"{job.target.kind.value} {job.target.base_url or 'sandbox'}"
         click.echo(render_text(plan, job=job.name, kind=job.target.kind, target=target),
                    nl=False)
+        if plan.names:
+            # The names were read with the groups: show them beside the ids.
+            width = max(len(g) for g in plan.names)
+            click.echo("\ngroup names (as read):")
+            for group, name in plan.names.items():
+                click.echo(f"  {group.ljust(width)}  {name}")
     sys.exit(plan.exit_code)
