@@ -182,16 +182,24 @@ def _write_html(html_file: Path, results: Path, report: Report, scan: ResultsSca
         _fail(f"{html_file}: cannot write: {_why(exc)}")
 
 
+def _clock(iso: str | None) -> str:
+    """A run's time as the metadata has it (UTC), to the second."""
+    if not iso:
+        return "–"
+    return iso.replace("T", " ").split(".")[0].removesuffix("Z")
+
+
 def _print_runs(history: list[RunInfo], judged: Verdict) -> None:
     if history:
         table = Table(title="runs", header_style="bold")
-        for name in ("#", "command", "started", "ended", "rows", "not reached", "ended how"):
+        for name in ("#", "command", "started (UTC)", "ended", "rows", "not reached", "exit",
+                     "how it ended"):
             table.add_column(name, overflow="fold")
         for i, r in enumerate(history, 1):
-            table.add_row(str(i), r.command, r.started_at or "–", r.ended_at or "–",
+            table.add_row(str(i), r.command, _clock(r.started_at), _clock(r.ended_at),
                           "–" if r.finished is None else f"{r.finished:,}",
                           "–" if r.not_reached is None else f"{r.not_reached:,}",
-                          Text(r.how + ("" if r.exit is None else f" (exit {r.exit})")))
+                          "–" if r.exit is None else str(r.exit), Text(r.how))
         out.print(table)
     out.print(Text(f"verdict: {judged.headline} {judged.todo}"))
     if judged.command:
