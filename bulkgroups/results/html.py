@@ -98,6 +98,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]
 
 
 def _tick_label(t: float, first: float, span_s: float) -> str:
+    if span_s < 2:
+        return f"+{t - first:,.2f} s"
     if span_s < 120:
         return f"+{t - first:,.1f} s"
     fmt = "%H:%M" if span_s < 2 * 86400 else "%m-%d %H:%M"
