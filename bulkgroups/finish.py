@@ -125,7 +125,9 @@ def run_end(job: Job, results: Path, *, since: str, started: float, code: int,
     (the lock, the max_changes cap, a job-file error) counts every input row as not reached."""
     record = _own_record(results, since)
     now = time.time()
-    if record is None:
+    if record is None or "ended_at" not in record:
+        # Refused before the pipeline ran, or it never got to its end (a job-file error
+        # found when the credentials were read): no input row was reached by this run.
         total = None if code == 0 else count_records(job)
         return RunEnd(job=job.name, results=results, started=started, ended=now, code=code,
                       stopped=message, not_reached=total)

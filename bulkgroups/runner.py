@@ -113,6 +113,9 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
     except (JobError, InputError) as exc:
         code, message = EXIT_USAGE, str(exc)
         raise
+    except KeyboardInterrupt:  # a Ctrl-C before the run's own handler is installed
+        code, message = EXIT_SIGINT, "interrupted (SIGINT)"
+        raise
     finally:
         # The finish hook (ops): metrics and notification after every run, refused and
         # interrupted ones included; it never raises and never changes `code`.

@@ -105,6 +105,19 @@ async def test_metrics_of_a_run_refused_before_it_starts(tmp_path: Path) -> None
     assert m[("bulkgroups_rows", (("job", "capped"), ("status", "not_reached")))] == 20
 
 
+async def test_metrics_of_a_job_error_found_at_run_time(tmp_path: Path) -> None:
+    """The token variable is unset: exit 2, still a metrics file saying so."""
+    async with Sandbox(make_state(docspace_members=20)) as sb:
+        job = _with(write_job(tmp_path, sb, rows=_rows(sb, 7), name="unset"),
+                    output='metrics = "unset.prom"')
+        job.write_text(job.read_text().replace("BG_TEST_TOKEN", "BG_TEST_NOT_SET"))
+        done = await run_cli("run", str(job))
+    assert done.code == 2 and "BG_TEST_NOT_SET" in done.stderr
+    m = _metrics(tmp_path / "unset.prom")
+    assert m[("bulkgroups_exit_code", (("job", "unset"),))] == 2
+    assert m[("bulkgroups_rows", (("job", "unset"), ("status", "not_reached")))] == 7
+
+
 async def test_a_metrics_path_must_end_in_prom(tmp_path: Path) -> None:
     async with Sandbox(make_state()) as sb:
         job = _with(write_job(tmp_path, sb, rows=_rows(sb, 1)), output='metrics = "m.txt"')
