@@ -132,7 +132,7 @@ def test_html_leads_with_the_verdict_and_lists_failed_rows(stopped: Path,
     assert G2 in page[page.index("By group"):]
     # A 3-second run charts as a curve with many steps, axes labelled.
     svg = page[page.index("<svg"):page.index("</svg>")]
-    assert "rows finished (cumulative)" in svg and "seconds since the first row" in svg
+    assert "outcomes written (cumulative)" in svg and "seconds since the first row" in svg
     path_d = svg[svg.index('d="M') + 3:].split('"')[0]
     assert path_d.count("L") > 100
     assert "+0.0 s" in svg and "+2.9 s" in svg  # tick labels along the time axis

@@ -97,13 +97,14 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]
     return "".join(out)
 
 
-def _tick_label(t: float, first: float, span_s: float) -> str:
+def _tick_label(t: float, first: float, span_s: float, axis_s: float) -> str:
+    """`span_s`: first to last finish; `axis_s`: the time the axis shows (pauses cut)."""
     if span_s < 2:
         return f"+{t - first:,.2f} s"
     if span_s < 120:
         return f"+{t - first:,.1f} s"
-    fmt = "%H:%M" if span_s < 2 * 86400 else "%m-%d %H:%M"
-    return datetime.fromtimestamp(t, UTC).strftime(fmt)
+    fmt = "%H:%M:%S" if axis_s < 7200 else "%H:%M"
+    return datetime.fromtimestamp(t, UTC).strftime(fmt if span_s < 86400 else "%m-%d " + fmt)
 
 
 def chart_svg(timeline: Timeline) -> str:
@@ -168,7 +169,7 @@ def chart_svg(timeline: Timeline) -> str:
         # Axis titles.
         f'<text x="16" y="{_TOP + plot_h / 2:.0f}" font-size="11" fill="#444" '
         f'text-anchor="middle" transform="rotate(-90 16 {_TOP + plot_h / 2:.0f})">'
-        "rows finished (cumulative)</text>",
+        "outcomes written (cumulative)</text>",
         f'<text x="{_LEFT + plot_w / 2:.0f}" y="{_H - 22}" font-size="11" fill="#444" '
         'text-anchor="middle">'
         + (escape(f"seconds since the first row finished ({_utc(first)})") if wall < 120
@@ -189,7 +190,7 @@ def chart_svg(timeline: Timeline) -> str:
         parts.append(f'<line x1="{tx:.1f}" y1="{base}" x2="{tx:.1f}" y2="{base + 4}" '
                      'stroke="#888"/>')
         parts.append(f'<text x="{tx:.1f}" y="{base + 16}" font-size="11" fill="#444" '
-                     f'text-anchor="{anchor}">{escape(_tick_label(real_time(v), first, wall))}'
+                     f'text-anchor="{anchor}">{escape(_tick_label(real_time(v), first, wall, span))}'
                      "</text>")
     for gx, pause in gaps:
         gxp = px(gx + cut / 2)
@@ -201,8 +202,9 @@ def chart_svg(timeline: Timeline) -> str:
     parts += [
         f'<path d="{" ".join(all_path)}" fill="none" stroke="#1f5fbf" stroke-width="2"/>',
         f'<path d="{" ".join(failed_path)}" fill="none" stroke="#b00020" stroke-width="1.5"/>',
-        f'<text x="{_LEFT}" y="{_H - 6}" font-size="11" fill="#1f5fbf">— rows finished</text>',
-        f'<text x="{_LEFT + 130}" y="{_H - 6}" font-size="11" fill="#b00020">— of them failed'
+        f'<text x="{_LEFT}" y="{_H - 6}" font-size="11" fill="#1f5fbf">— outcomes written '
+        "(a resumed row counts again)</text>",
+        f'<text x="{_LEFT + 300}" y="{_H - 6}" font-size="11" fill="#b00020">— of them failed'
         "</text>",
         f'<text x="{_W - _RIGHT}" y="{_H - 6}" font-size="11" fill="#666" text-anchor="end">'
         f"{len(points):,} steps of {_duration(width)}</text>",
