@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,8 @@ def run_end(job: Job, results: Path, *, since: str, started: float, code: int,
     if record is None or "ended_at" not in record:
         # Refused before the pipeline ran, or it never got to its end (a job-file error
         # found when the credentials were read): no input row was reached by this run.
-        total = None if code == 0 else count_records(job)
+        # After a signal, no pass over the input: the run must exit at once.
+        total = None if code in (0, 130, 143) else count_records(job)
         return RunEnd(job=job.name, results=results, started=started, ended=now, code=code,
                       stopped=message, not_reached=total)
     counts = record.get("counts")
@@ -171,10 +172,20 @@ def warn(message: str) -> None:
     print(f"bulkgroups: warning: {message}", file=sys.stderr, flush=True)
 
 
-async def finish(job: Job, end: RunEnd, *, environ: Mapping[str, str]) -> None:
-    """Metrics, then the notification; neither raises."""
+async def finish(job: Job, ended: Callable[[], RunEnd], *,
+                 environ: Mapping[str, str]) -> None:
+    """Metrics, then the notification; neither raises. `ended` is called only when the job
+    asks for either (it may read the input through to count the rows not reached)."""
+    if job.output.metrics is None and job.notify.webhook_env is None:
+        return
     from bulkgroups import notify
     from bulkgroups.results import metrics
+
+    try:
+        end = ended()
+    except Exception as exc:
+        warn(f"no metrics or notification: the run's end could not be read ({exc})")
+        return
 
     if job.output.metrics is not None:
         try:

@@ -119,8 +119,8 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
     finally:
         # The finish hook (ops): metrics and notification after every run, refused and
         # interrupted ones included; it never raises and never changes `code`.
-        await finish(job, run_end(job, req.results, since=since, started=started, code=code,
-                                  message=message), environ=env)
+        await finish(job, lambda: run_end(job, req.results, since=since, started=started,
+                                          code=code, message=message), environ=env)
 
 
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
