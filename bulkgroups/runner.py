@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,21 @@ from bulkgroups import __version__
 from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.finish import RecordCount, finish, run_end
+from bulkgroups.http.auth import AuthRefused
+from bulkgroups.identity import norm_id
 from bulkgroups.job import Job, JobError
-from bulkgroups.model import Item, Status
+from bulkgroups.model import Item, Status, TargetKind
+from bulkgroups.planning.checks import differences, file_sha256
+from bulkgroups.planning.gate import guard_active, hold_for_review, over_limit_text
+from bulkgroups.planning.planfile import read_header
+from bulkgroups.planning.snapshot import (
+    OnReadHook,
+    SnapshotWriter,
+    read_snapshots,
+    snapshot_hook,
+    snapshot_path,
+)
+from bulkgroups.planning.source import check_plan, plan_items, plan_over_limit
 from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
@@ -56,6 +69,7 @@ class RunRequest:
     max_changes: int | None = None  # overrides [safety] max_changes for this run
     yes: bool = False  # no max_changes cap for this run
     quiet: bool = False
+    plan: Path | None = None  # `apply`: run exactly this plan's rows (checked at send time)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -92,7 +106,8 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
     if pipeline.stopping:
         return _EXIT_FOR_STOP[pipeline.reason]
     by = pipeline.tally.by_status
-    return EXIT_ROWS if by[Status.FAILED] or by[Status.INVALID] or earlier_invalid else EXIT_OK
+    attention = any(by[s] for s in Status if s.needs_attention)
+    return EXIT_ROWS if attention or earlier_invalid else EXIT_OK
 
 
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
@@ -141,6 +156,9 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         )
 
     def rows() -> Iterator[Item]:
+        if req.plan is not None:
+            planned = plan_items(req.plan, resumed=req.resume)
+            return unfinished(planned, done) if done is not None else planned
         # dedupe before unfinished: a resume must see the rows a run finished to know which
         # later rows repeat them.
         items = dedupe(guard(
@@ -150,19 +168,13 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         ))
         return unfinished(items, done) if done is not None else items
 
-    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
-    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
-    # and then the rows need not be parsed an extra time before the run.
-    over_possible = not req.yes and count_lines(job.input.path) + 1 > cap
-    if over_possible and (changes := count_changes(rows())) > cap:
-        raise RunRefused(
-            f"the input holds {changes:,} rows that would change something, over the "
-            f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
-            f"--max-changes {changes} or --yes to allow it for this run",
-            code=EXIT_REFUSED,
-        )
+    if req.plan is not None:
+        _check_apply(job, req)
+    elif not req.resume:
+        await _hold_for_review(job, req, environ, rows)
 
-    run_record: dict[str, Any] = {"command": "resume" if req.resume else "run",
+    command = "resume" if req.resume else "apply" if req.plan is not None else "run"
+    run_record: dict[str, Any] = {"command": command,
                                   "started_at": now_iso(), "pid": os.getpid()}
     meta = {
         **(prior or {}),
@@ -176,12 +188,15 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
         "runs": [*(prior or {}).get("runs", []), run_record],
     }
+    if req.plan is not None:
+        meta["plan"] = str(req.plan.resolve())
     write_meta(req.results, meta)
     started = time.monotonic()
     counting = RecordCount(job)
     writer = ResultsWriter(req.results)
     try:
         async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
+            target.on_read = _snapshots(job, req.results)
             show = not req.quiet
             total = count_lines(job.input.path) if show and console.is_tty() else None
             with console.LiveProgress(total=total, enabled=show) as progress:
@@ -221,6 +236,68 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
             already=already, not_reached=not_reached if pipeline.stopping else None)
     return code
+
+
+def _snapshots(job: Job, results: Path) -> OnReadHook:
+    """Each group's membership as first read, before the run changes it (exact undo). A
+    resume keeps the snapshots of the first run: they are the state before it all."""
+    path = snapshot_path(results)
+    writer = SnapshotWriter(path, seen=read_snapshots(path))
+    return snapshot_hook(writer, key=norm_id, now=now_iso,
+                         hidden_unknown=job.target.kind is TargetKind.DOCSPACE)
+
+
+def _over_cap(job: Job, req: RunRequest, rows: Callable[[], Iterator[Item]]) -> str | None:
+    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
+    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
+    # and then the rows need not be parsed an extra time before the run.
+    if req.yes or count_lines(job.input.path) + 1 <= cap:
+        return None
+    changes = count_changes(rows())
+    if changes <= cap:
+        return None
+    return (f"the input holds {changes:,} rows that would change something, over the "
+            f"max_changes cap of {cap:,} (pass --max-changes {changes} or --yes to allow it "
+            "for this run)")
+
+
+async def _hold_for_review(job: Job, req: RunRequest, environ: Mapping[str, str],
+                           rows: Callable[[], Iterator[Item]]) -> None:
+    """Approval, the max_changes cap and the group guard: a run that must be looked at
+    first is refused (exit 3) with a plan written for review."""
+    over = _over_cap(job, req, rows)
+    try:
+        held = await hold_for_review(job, results=req.results, environ=environ,
+                                     why_first=over, guard=not req.yes)
+    except (OSError, AuthRefused) as exc:
+        if over is None:
+            raise
+        raise RunRefused(f"{over}: nothing was sent (no plan could be written: {exc})",
+                         code=EXIT_REFUSED) from None
+    if held is not None:
+        raise RunRefused(held.message(), code=EXIT_REFUSED)
+
+
+def _check_apply(job: Job, req: RunRequest) -> None:
+    """A plan runs only against the job, input and target it was made for; its removals
+    still answer to the group guard."""
+    assert req.plan is not None
+    header = read_header(req.plan)
+    fp = Fingerprint.of(job.input.path)
+    differ = differences(
+        header, job_sha256=file_sha256(job.path),
+        target={"kind": job.target.kind.value, "base_url": job.target.base_url},
+        input_path=job.input.path.resolve(),
+        input_fingerprint={"size": fp.size, "sha256": fp.sha256},
+    )
+    if differ:
+        raise RunRefused(f"{req.plan}: " + "; ".join(differ) + ": plan again", code=EXIT_USAGE)
+    check_plan(req.plan)
+    if req.yes or not guard_active(job):
+        return
+    over = plan_over_limit(req.plan, header, job)
+    if over:
+        raise RunRefused(over_limit_text(over, job), code=EXIT_REFUSED)
 
 
 def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,

@@ -54,22 +54,3 @@ def test_env_file_with_every_variable_gives_no_warning(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert "warning" not in done.stderr
 
-
-async def test_plan_shows_the_group_names_it_read(tmp_path: Path) -> None:
-    """plan printed only UUIDs though the names were read with the groups."""
-    from bulkgroups.sandbox import Sandbox, make_state
-    from tests.support import run_cli, write_job
-
-    async with Sandbox(make_state(docspace_members=5)) as sb:
-        groups = sb.dump()["docspace"]["groups"]
-        gid = next(iter(groups))
-        name = groups[gid]["name"]
-        member = sorted(groups[gid]["members"])[0]
-        job = write_job(tmp_path, sb, rows=[{"op": "remove", "group": gid, "member": member}])
-        done = await run_cli("plan", str(job))
-        as_json = await run_cli("plan", str(job), "--json")
-    assert done.code == 0, done.stderr
-    assert name and f"{gid}  {name}" in done.stdout
-    import orjson
-
-    assert orjson.loads(as_json.stdout)["names"] == {gid: name}
