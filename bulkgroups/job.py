@@ -65,6 +65,12 @@ class InputSpec:
 class OutputSpec:
     results: str = _DEFAULT_RESULTS
     keep: int | None = None
+    metrics: Path | None = None  # Prometheus textfile, written at the end of every run
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySpec:
+    webhook_env: str | None = None  # the variable holding the webhook URL (a secret too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,7 @@ class Job:
     output: OutputSpec
     limits: Limits
     safety: Safety
+    notify: NotifySpec = NotifySpec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +134,8 @@ _TABLES: dict[str, frozenset[str]] = {
         }
     ),
     "input": frozenset({"path", "format", "op"}),
-    "output": frozenset({"results", "keep"}),
+    "output": frozenset({"results", "keep", "metrics"}),
+    "notify": frozenset({"webhook_env"}),
     "limits": frozenset(
         {
             "rate",
@@ -178,6 +186,7 @@ def load_job(path: Path) -> Job:
         output=_output(tables["output"]),
         limits=_limits(tables["limits"]),
         safety=_safety(tables["safety"], target.kind),
+        notify=NotifySpec(webhook_env=tables["notify"].get_env_name("webhook_env")),
     )
 
 
@@ -433,7 +442,11 @@ def _output(t: _Table) -> OutputSpec:
         t.fail("results", f"unknown placeholder {unknown}; known: {{job}}, {{date}}, {{time}}")
     if keep is not None and not fields & {"date", "time"}:
         t.fail("keep", "needs a results path with {date} or {time} in it")
-    return OutputSpec(results=results, keep=keep)
+    metrics = t.get_path("metrics")
+    if metrics is not None and metrics.suffix != ".prom":
+        # node_exporter's textfile collector reads only *.prom files.
+        t.fail("metrics", f"must end in .prom (node_exporter reads only those): {metrics}")
+    return OutputSpec(results=results, keep=keep, metrics=metrics)
 
 
 def _limits(t: _Table) -> Limits:

@@ -27,9 +27,10 @@ from bulkgroups.exits import (
     EXIT_SIGTERM,
     EXIT_USAGE,
 )
+from bulkgroups.finish import RecordCount, finish, run_end
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.identity import norm_id
-from bulkgroups.job import Job
+from bulkgroups.job import Job, JobError
 from bulkgroups.model import Item, Status, TargetKind
 from bulkgroups.planning.checks import differences, file_sha256
 from bulkgroups.planning.gate import guard_active, hold_for_review, over_limit_text
@@ -54,7 +55,7 @@ from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
 from bulkgroups.results.retention import prune
 from bulkgroups.results.stats import Tally
-from bulkgroups.rows.readers import count_lines
+from bulkgroups.rows.readers import InputError, count_lines
 from bulkgroups.rows.source import InputSnapshot, census, rows_for
 from bulkgroups.targets.connect import Endpoint, connect, endpoint_for, worker_count
 
@@ -134,6 +135,7 @@ class RunSummary:
     elapsed_s: float
     stopped: str | None = None  # why the run stopped early ("reason: detail")
     already: int = 0  # rows a resume found final and did not run again
+    not_reached: int | None = None  # a stopped run: input rows it never finished (None: unknown)
     notes: tuple[str, ...] = field(default=())  # facts about the input worth a line
 
     @property
@@ -250,21 +252,41 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None,
                   view: RunView | None = None) -> RunSummary:
     """Run (or resume) the job's rows; the summary's `code` is the exit status."""
-    environ = os.environ if environ is None else environ
+    env = os.environ if environ is None else environ
+    since, started = now_iso(), time.time()
+    code, message = EXIT_ROWS, None  # what Python exits with when an exception escapes
     try:
         # The credential is loaded (and a sandbox job's emulator started) before anything is
         # created: a job-file error or an unset token variable leaves no lock, no results and
         # no metadata behind. No request is sent yet.
-        async with endpoint_for(job, environ=environ) as endpoint:
+        async with endpoint_for(job, environ=env) as endpoint:
             with run_lock(req.results, job_name=job.name):
-                return await _run_locked(job, req, environ, endpoint,
-                                         Unseen() if view is None else view)
+                summary = await _run_locked(job, req, env, endpoint,
+                                            Unseen() if view is None else view)
+                code = summary.code
+                return summary
     except Locked as exc:
+        code, message = EXIT_REFUSED, str(exc)
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
     except ResultsFileError as exc:
         # Found before the first request (the results, their metadata or their folder):
         # a usage error, nothing sent.
+        code, message = EXIT_USAGE, str(exc)
         raise RunRefused(str(exc), code=EXIT_USAGE) from None
+    except RunRefused as exc:
+        code, message = exc.code, str(exc)
+        raise
+    except (JobError, InputError) as exc:
+        code, message = EXIT_USAGE, str(exc)
+        raise
+    except KeyboardInterrupt:  # a Ctrl-C before the run's own handler is installed
+        code, message = EXIT_SIGINT, "interrupted (SIGINT)"
+        raise
+    finally:
+        # The finish hook: metrics and notification after every run, refused and
+        # interrupted ones included; it never raises and never changes `code`.
+        await finish(job, lambda: run_end(job, req.results, since=since, started=started,
+                                          code=code, message=message), environ=env)
 
 
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
@@ -294,6 +316,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
     # before the first request.
     write_meta(req.results, meta)
     started = time.monotonic()
+    counting = RecordCount(job)
     try:
         pipeline = await _drive(job, req, endpoint, view, rows(), total)
     except ResultsUnwritable as exc:
@@ -305,8 +328,19 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
+    already = done.count if done is not None else 0
+    # A run that stopped early says how many input rows it never finished (resume sends them);
+    # after a signal it waits at most a second for the count (None: not known).
+    not_reached: int | None = 0
+    if pipeline.stopping:
+        signalled = pipeline.reason in (StopReason.SIGINT, StopReason.SIGTERM)
+        total = counting.result(timeout=1.0 if signalled else None)
+        not_reached = None if total is None else max(0, total - already - pipeline.tally.finished)
+    counting.cancel()
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
-                      stopped=pipeline.reason.value if pipeline.stopping else None)
+                      stopped=pipeline.reason.value if pipeline.stopping else None,
+                      stop_detail=pipeline.detail or None, not_reached=not_reached,
+                      already=already)
     _end_meta(req, meta, view)
     if job.output.keep is not None and code in (EXIT_OK, EXIT_ROWS):
         # Only after a run that went through: a failed night must not push out good ones.
@@ -316,7 +350,8 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
         stopped = pipeline.reason.value + (f": {pipeline.detail}" if pipeline.detail else "")
     return RunSummary(code=code, results=req.results, tally=pipeline.tally,
                       elapsed_s=time.monotonic() - started, stopped=stopped,
-                      already=done.count if done is not None else 0, notes=tuple(start.notes))
+                      already=already, notes=tuple(start.notes),
+                      not_reached=not_reached if pipeline.stopping else None)
 
 
 def _end_meta(req: RunRequest, meta: Mapping[str, Any], view: RunView) -> None:

@@ -188,11 +188,13 @@ def test_memory_stays_bounded_by_rows_not_lines(tmp_path: Path) -> None:
 
 
 def test_json_has_exactly_the_documented_shape(mixed: Path) -> None:
-    """--json prints one object with counts, by_op, rows_per_s, latency_ms, retries, errors."""
+    """--json prints one object with counts, by_op, rows_per_s, latency_ms, retries, errors,
+    and (issue 15, ops) not_reached, runs, verdict."""
     done = invoke("report", str(mixed), "--json")
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)
-    assert list(data) == ["counts", "by_op", "rows_per_s", "latency_ms", "retries", "errors"]
+    assert list(data) == ["counts", "by_op", "rows_per_s", "latency_ms", "retries", "errors",
+                          "not_reached", "runs", "verdict"]
     assert data["counts"] == {
         "ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1, "stale": 0}
     assert set(data["by_op"]) == {"remove", "move", "move_all", "add", "other"}
@@ -292,7 +294,8 @@ def test_html_is_one_self_contained_page_with_a_chart(mixed: Path, tmp_path: Pat
 
 
 def test_empty_results_report_zeros(tmp_path: Path) -> None:
-    """An empty results file of a run (its metadata beside it) reports zeros and exits 0."""
+    """An empty results file with its metadata (a run that finished no row) reports zeros
+    and exits 0; without metadata it is not a results file (tests/test_report_ops.py)."""
     path = tmp_path / "r.jsonl"
     path.write_bytes(b"")
     (tmp_path / "r.meta.json").write_bytes(b'{"runs": []}')

@@ -92,14 +92,19 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path):
 
 
 async def test_cli_state_and_limits(tmp_path: Path):
-    """--state serves that file (secrets masked in the banner); --window-requests limits it."""
+    """--state serves that file (secrets masked in the banner, except the published demo
+    keys: issue 15); --window-requests limits it."""
     state = tmp_path / "state.json"
     demo = Path(__file__).resolve().parent.parent / "jobs" / "demo-state.json"
-    state.write_bytes(demo.read_bytes())
+    seeded = json.loads(demo.read_bytes())
+    seeded["docspace"]["api_keys"]["sk-private-key"] = seeded["docspace"]["api_keys"][
+        "sk-demo-key"]
+    state.write_text(json.dumps(seeded), encoding="utf-8")
     proc, base, lines = await start_cli("--state", str(state), "--window-requests", "1")
     try:
-        assert "sk-demo-key" not in "".join(lines)
-        assert "sk-d…" in "".join(lines)
+        assert "sk-demo-key" in "".join(lines) and "adm-demo-token" in "".join(lines)
+        assert "sk-private-key" not in "".join(lines)
+        assert "sk-p…" in "".join(lines)
         async with aiohttp.ClientSession() as http:
             headers = {"Authorization": "Bearer sk-demo-key"}
             statuses = []

@@ -118,12 +118,19 @@ def print_run(summary: RunSummary, *, quiet: bool) -> None:
             err.print(f"bulkgroups: stopped: {summary.stopped}", markup=False)
         return
     tally, elapsed_s = summary.tally, summary.elapsed_s
+    not_reached, already = summary.not_reached, summary.already
     table = Table(title="bulkgroups: summary", show_header=True, header_style="bold")
     table.add_column("status")
     table.add_column("rows", justify="right")
     for status in Status:
         table.add_row(status.value, f"{tally.by_status.get(status, 0):,}")
-    table.add_row("total", f"{tally.finished:,}", style="bold")
+    if not_reached is None:
+        table.add_row("total", f"{tally.finished:,}", style="bold")
+    else:
+        # A run that stopped early: what it finished is not the input (ops, issue 15).
+        table.add_row("finished", f"{tally.finished:,}", style="bold")
+        table.add_row("not reached", f"{not_reached:,}", style="bold")
+        table.add_row("input rows", f"{tally.finished + not_reached + already:,}")
     out.print(table)
     rate = tally.finished / elapsed_s if elapsed_s > 0 else 0.0
     p50, p95 = tally.server.percentile(50), tally.server.percentile(95)

@@ -19,9 +19,15 @@ from rich.text import Text
 from bulkgroups.cli.console import err, out, plural
 from bulkgroups.cli.errors import fail as _fail
 from bulkgroups.cli.errors import warn as _warn
-from bulkgroups.results.file import ResultsFileError, max_row_of, meta_path, read_meta
+from bulkgroups.results.file import (
+    OWNER_ONLY,
+    ResultsFileError,
+    max_row_of,
+    meta_path,
+    read_meta,
+)
 from bulkgroups.results.html import render_html
-from bulkgroups.results.report import STATUSES, Report, failed_rows, scan_results
+from bulkgroups.results.report import STATUSES, Report, ResultsScan, failed_rows, scan_results
 from bulkgroups.results.undo import (
     OutputExists,
     Trust,
@@ -31,6 +37,7 @@ from bulkgroups.results.undo import (
     write_rows,
     write_undo,
 )
+from bulkgroups.results.verdict import RunInfo, Verdict, not_reached, runs, verdict
 from bulkgroups.rows.readers import detect_format
 
 RESULTS = click.Path(dir_okay=False, path_type=Path)
@@ -52,10 +59,14 @@ def _why(exc: OSError) -> str:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    """Write a whole file under a temporary name and move it into place."""
+    """Write a whole file under a temporary name and move it into place. Mode 600, like the
+    results it is made from: a report names people and groups."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, OWNER_ONLY)  # an existing tmp keeps its mode through O_TRUNC
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -66,29 +77,57 @@ def _replace_text(path: Path, text: str) -> None:
 
 
 @click.command("report")
-@click.argument("results", type=RESULTS, metavar="RESULTS.jsonl")
+@click.argument("results", type=RESULTS, metavar="RESULTS.jsonl...", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print the figures as one JSON object (counts, by_op, rows_per_s, "
-              "latency_ms, retries, errors) instead of tables.")
+              "latency_ms, retries, errors, runs, not_reached, verdict) instead of tables; "
+              "with several files, a JSON list of them, each with its \"results\" path.")
 @click.option("--failed-csv", type=FILE, metavar="FILE",
               help="Also write the rows whose last outcome is failed to FILE, a CSV input "
-              "(op,group,member,to_group) to run with the same job's target. Replaces FILE.")
+              "(op,group,member,to_group) to run with the same job's target. Replaces FILE. "
+              "One results file only.")
 @click.option("--html", "html_file", type=FILE, metavar="FILE",
-              help="Also write the figures and a chart of progress over time to FILE, one "
-              "self-contained HTML page (no scripts, no external files). Replaces FILE.")
-def report_command(results: Path, as_json: bool, failed_csv: Path | None,
+              help="Also write a page a person can read: the verdict and the command to run, "
+              "the runs, counts, groups, failed rows and a chart of progress over time, one "
+              "self-contained HTML file (no scripts, mode 600). Replaces FILE. One results "
+              "file only.")
+def report_command(results: tuple[Path, ...], as_json: bool, failed_csv: Path | None,
                    html_file: Path | None) -> None:
-    """Count the rows of RESULTS.jsonl by status and op (each row by its last line), group the
-    errors by message, and give rows a second, latency percentiles and retries.
+    """Count the rows of each RESULTS.jsonl by status and op (each row by its last line),
+    say how each run ended and how many input rows no run reached, group the errors by
+    message, and give rows a second, latency percentiles and retries. Several files (a
+    shell glob such as results/demo-*.jsonl) are reported one after the other.
 
-    Exits 0, or 2 when the results file cannot be read.
+    Exits 0, or 2 when a file cannot be read or is not a results file.
     """
+    if len(results) > 1 and (failed_csv is not None or html_file is not None):
+        _fail("--failed-csv and --html take one results file; name one, not "
+              f"{len(results)}")
+    reports = []
+    for i, path in enumerate(results):
+        if i and not as_json:
+            out.print()
+        reports.append(_one(path, as_json=as_json, failed_csv=failed_csv, html_file=html_file))
+    if as_json:
+        body: Any = (reports[0] if len(reports) == 1
+                     else [{"results": str(p), **r} for p, r in zip(results, reports,
+                                                                     strict=True)])
+        sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _one(results: Path, *, as_json: bool, failed_csv: Path | None,
+         html_file: Path | None) -> dict[str, Any]:
     meta = _meta(results)
     try:
         scan = scan_results(results, meta)
     except ResultsFileError as exc:  # missing, unreadable, empty or not a results file
         _fail(str(exc))
     report = scan.report()
+    _check_is_results(results, report, meta)
+    history = runs(meta)
+    job = meta.get("job") if meta and isinstance(meta.get("job"), str) else None
+    judged = verdict(report, history, results=str(results), job=job)
+    missing = not_reached(report, history)
     # With --json, stdout holds the JSON alone; notes go to stderr.
     note = err if as_json else out
     if failed_csv is not None:
@@ -100,29 +139,86 @@ def report_command(results: Path, as_json: bool, failed_csv: Path | None,
         if held:
             _warn(held_back_warning(held, failed_csv))
     if html_file is not None:
-        page = render_html(report, source=str(results),
-                           generated_at=datetime.now().astimezone().isoformat(timespec="seconds"))
-        try:
-            _replace_text(html_file, page)
-        except OSError as exc:
-            _fail(f"{html_file}: cannot write: {_why(exc)}")
+        _write_html(html_file, results, report, scan, meta)
         note.print(f"wrote the HTML report to {html_file}", markup=False)
-    if as_json:
-        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
-    else:
-        _print_report(report, results)
+    if not as_json:
+        _print_report(report, results, missing=missing)
+        _print_runs(history, judged)
     if report.unreadable:
         _warn(f"{results}: skipped {report.unreadable:,} unreadable lines (torn by a crash?)")
+    figures = report.to_json()
+    figures.update(
+        not_reached=missing,
+        runs=[{"command": r.command, "started_at": r.started_at, "ended_at": r.ended_at,
+               "exit": r.exit, "stopped": r.stopped, "finished": r.finished,
+               "not_reached": r.not_reached} for r in history],
+        verdict={"level": judged.level, "headline": judged.headline, "todo": judged.todo,
+                 "command": judged.command},
+    )
+    return figures
 
 
-def _print_report(report: Report, results: Path) -> None:
+def _check_is_results(results: Path, report: Report, meta: Mapping[str, Any] | None) -> None:
+    """A CSV, a job file or an empty file is not a results file: exit 2, not a table of
+    zeros. An empty file with its metadata is one (a run that finished no row)."""
+    if report.lines:
+        return
+    if report.unreadable:
+        _fail(f"{results}: not a results file: none of its {report.unreadable:,} lines is a "
+              "results line (a JSON object with row and status)")
+    if meta is None:
+        _fail(f"{results}: not a results file: it holds no results lines and has no "
+              f"{meta_path(results).name} beside it")
+
+
+def _write_html(html_file: Path, results: Path, report: Report, scan: ResultsScan,
+                meta: Mapping[str, Any] | None) -> None:
+    try:
+        page = render_html(report, source=str(results), meta=meta, results=results,
+                           generated_at=datetime.now().astimezone().isoformat(
+                               timespec="seconds"))
+        _replace_text(html_file, page)
+    except OSError as exc:
+        _fail(f"{html_file}: cannot write: {_why(exc)}")
+
+
+def _clock(iso: str | None) -> str:
+    """A run's time as the metadata has it (UTC), to the second."""
+    if not iso:
+        return "–"
+    return iso.replace("T", " ").split(".")[0].removesuffix("Z")
+
+
+def _print_runs(history: list[RunInfo], judged: Verdict) -> None:
+    if history:
+        table = Table(title="runs", header_style="bold")
+        for name in ("#", "command", "started (UTC)", "ended", "rows", "not reached", "exit",
+                     "how it ended"):
+            table.add_column(name, overflow="fold")
+        for i, r in enumerate(history, 1):
+            table.add_row(str(i), r.command, _clock(r.started_at), _clock(r.ended_at),
+                          "–" if r.finished is None else f"{r.finished:,}",
+                          "–" if r.not_reached is None else f"{r.not_reached:,}",
+                          "–" if r.exit is None else str(r.exit), Text(r.how))
+        out.print(table)
+    out.print(Text(f"verdict: {judged.headline} {judged.todo}"))
+    if judged.command:
+        out.print(Text(f"next: {judged.command}"))
+
+
+def _print_report(report: Report, results: Path, *, missing: int | None) -> None:
     table = Table(title=f"{results}: rows by status", header_style="bold")
     table.add_column("status")
     table.add_column("rows", justify="right")
     for status in STATUSES:
         table.add_row(status, f"{report.counts[status]:,}")
-    table.add_row("total", f"{report.rows:,}", style="bold")
+    if missing:
+        # A stopped run: what the file holds is not the whole input.
+        table.add_row("finished", f"{report.rows:,}", style="bold")
+        table.add_row("not reached", f"{missing:,}", style="bold")
+        table.add_row("input rows", f"{report.rows + missing:,}")
+    else:
+        table.add_row("total", f"{report.rows:,}", style="bold")
     out.print(table)
     if report.by_op:
         ops = Table(title="by op", header_style="bold")

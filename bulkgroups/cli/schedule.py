@@ -14,10 +14,22 @@ from pathlib import Path
 
 import click
 
+from bulkgroups import __version__
 from bulkgroups.cli.errors import exit_on_error
 from bulkgroups.cli.errors import fail as _fail
 from bulkgroups.job import Job, load_job
+from bulkgroups.rows.readers import count_lines
+from bulkgroups.schedule.kubernetes import (
+    CONFIGMAP_MAX,
+    DATA,
+    KubeJob,
+    active_deadline,
+    dns_name,
+    manifests,
+    to_yaml,
+)
 from bulkgroups.schedule.units import (
+    Cron,
     CronError,
     Schedule,
     SpanError,
@@ -82,17 +94,51 @@ def _secret_notes(job: Job, env_file: Path | None) -> list[str]:
     ]
 
 
-def _env_file_warnings(env_file: Path) -> list[str]:
+def _env_names(env_file: Path) -> set[str] | None:
+    """The variable names an EnvironmentFile= sets (values are never kept), or None when
+    it cannot be read."""
+    try:
+        text = env_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    names = set()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, eq, _ = line.partition("=")
+        if eq:
+            names.add(name.strip())
+    return names
+
+
+def _env_file_warnings(env_file: Path, wanted: dict[str, str] | None = None) -> list[str]:
+    """`wanted`: variable -> the job key that names it."""
     try:
         mode = env_file.stat().st_mode
     except FileNotFoundError:
         return [f"{env_file} does not exist yet: create it (mode 600) before the first run"]
     except OSError as exc:
         return [f"cannot check {env_file}: {exc.strerror or exc}"]
+    warnings = []
     if stat.S_IMODE(mode) & 0o077:
-        return [f"{env_file} is readable by others (mode {stat.S_IMODE(mode):03o}): "
-                f"chmod 600 {env_file}"]
-    return []
+        warnings.append(f"{env_file} is readable by others (mode {stat.S_IMODE(mode):03o}): "
+                        f"chmod 600 {env_file}")
+    names = _env_names(env_file)
+    for var, key in (wanted or {}).items():
+        if names is not None and var not in names:
+            warnings.append(f"{env_file} does not set {var} (the job's {key}): the run will "
+                            f"stop with exit 2; add a line {var}=...")
+    return warnings
+
+
+def _wanted_env(job: Job) -> dict[str, str]:
+    t = job.target
+    pairs = (("[target] token_env", t.token_env), ("[target] username_env", t.username_env),
+             ("[target] password_env", t.password_env),
+             ("[notify] webhook_env", job.notify.webhook_env))
+    return {var: key for key, var in pairs if var}
 
 
 def _overlap_note(as_crontab: bool, *, flock: str | None) -> str:
@@ -141,12 +187,25 @@ def _install_crontab(line: str, name: str) -> None:
               help="Write the units to the systemd user folder (or add the crontab line).")
 @click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to --install the units into (default: ~/.config/systemd/user).")
+@click.option("--kubernetes", "as_kubernetes", is_flag=True,
+              help="Print Kubernetes manifests instead: a CronJob (schedule in UTC), the "
+              "PersistentVolumeClaim for results and metrics, and a ConfigMap with the job "
+              "file. Pipe them to `kubectl apply -f -`.")
+@click.option("--image", metavar="IMAGE", default=f"bulkgroups:{__version__}",
+              show_default=True, help="With --kubernetes: the image built from the Dockerfile.")
+@click.option("--storage", metavar="SIZE", default="1Gi", show_default=True,
+              help="With --kubernetes: the size of the results volume.")
+@click.option("--active-deadline", metavar="SPAN",
+              help="With --kubernetes: stop a run after this long (default: from the input's "
+              "size and the job's rate).")
 def schedule_command(job_file: Path, cron_text: str, randomized_delay: str,
                      env_file: Path | None, as_crontab: bool, install: bool,
-                     unit_dir: Path | None) -> None:
+                     unit_dir: Path | None, as_kubernetes: bool, image: str, storage: str,
+                     active_deadline: str | None) -> None:
     """Run JOB.toml on a schedule: print (or --install) a systemd user timer and service, or
-    a crontab line, that runs `bulkgroups run --quiet JOB.toml`. The token is never written
-    into them. Shows the next three run times.
+    a crontab line, that runs `bulkgroups run --quiet JOB.toml`; or with --kubernetes, the
+    manifests of a CronJob. The token is never written into them. Shows the next three run
+    times.
     """
     job = _load(job_file)
     try:
@@ -157,6 +216,11 @@ def schedule_command(job_file: Path, cron_text: str, randomized_delay: str,
         delay_s = parse_span(randomized_delay)
     except SpanError as exc:
         _fail(f"--randomized-delay: {exc}")
+    if as_kubernetes:
+        _kubernetes(job, cron, image=image, storage=storage, delay_s=delay_s,
+                    deadline=active_deadline, env_file=env_file,
+                    conflicts=as_crontab or install or unit_dir is not None)
+        return
     if unit_dir is not None and (as_crontab or not install):
         _fail("--unit-dir goes with --install of systemd units (not with --crontab)")
     env_path = Path(os.path.abspath(env_file)) if env_file is not None else None
@@ -208,5 +272,100 @@ def schedule_command(job_file: Path, cron_text: str, randomized_delay: str,
     notes.append(_overlap_note(as_crontab, flock=flock))
     for note in notes:
         click.echo(f"# {note}")
-    for warning in _env_file_warnings(env_path) if env_path is not None else []:
+    for warning in (_env_file_warnings(env_path, _wanted_env(job)) if env_path is not None
+                    else []):
         click.echo(f"bulkgroups: warning: {warning}", err=True)
+
+
+def _kube_file(job: Job, path: Path | None, what: str, notes: list[str],
+               files: dict[str, str]) -> None:
+    """Put a file the job names into the ConfigMap when it lies beside the job and is small
+    text; otherwise say where it has to be."""
+    if path is None:
+        return
+    base = job.path.parent
+    try:
+        rel = path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        notes.append(f"{what} {path} is outside the job's folder: it is not in the pod; "
+                     "move it beside the job file, or put it on the volume and point the "
+                     "job at it")
+        return
+    try:
+        size = path.stat().st_size
+        text = path.read_text(encoding="utf-8") if size <= CONFIGMAP_MAX else None
+    except (OSError, UnicodeDecodeError):
+        text = None
+    if text is None:
+        notes.append(f"{what} {rel} is too large for the ConfigMap (over "
+                     f"{CONFIGMAP_MAX // 1024} KiB) or not text: copy it onto the volume "
+                     f"at {DATA}/{rel} (e.g. kubectl cp) before the first run")
+        return
+    files[rel] = text
+
+
+def _kubernetes(job: Job, cron: Cron, *, image: str, storage: str, delay_s: int,
+                deadline: str | None, env_file: Path | None, conflicts: bool) -> None:
+    if conflicts:
+        _fail("--kubernetes prints manifests for kubectl: it does not go with --crontab, "
+              "--install or --unit-dir")
+    if delay_s:
+        _fail("--randomized-delay is for systemd timers; a CronJob starts on time (spread "
+              "jobs for the same portal with their --cron instead)")
+    try:
+        deadline_s = parse_span(deadline) if deadline is not None else None
+    except SpanError as exc:
+        _fail(f"--active-deadline: {exc}")
+    if deadline_s is not None and deadline_s < 60:
+        _fail("--active-deadline: give a run at least a minute")
+    t = job.target
+    notes: list[str] = []
+    if t.token_file is not None:
+        notes.append("the job reads token_file, which is not in the pod: use token_env so "
+                     "the token comes from the Secret")
+    secrets = [v for v in (t.token_env, t.username_env, t.password_env,
+                           job.notify.webhook_env) if v]
+    files: dict[str, str] = {}
+    _kube_file(job, job.input.path, "the input", notes, files)
+    _kube_file(job, t.sandbox_state, "the sandbox state", notes, files)
+    _kube_file(job, t.ca_file, "the CA file", notes, files)
+    metrics = job.output.metrics
+    if metrics is not None:
+        try:
+            rel = metrics.resolve().relative_to(job.path.parent.resolve()).as_posix()
+            notes.append(f"metrics are written to the volume at {DATA}/{rel}; a textfile "
+                         "collector that reads the volume, or a sidecar, exposes them")
+        except ValueError:
+            notes.append(f"[output] metrics {metrics} is outside the job's folder, so not on "
+                         "the volume: give it a path beside the job file")
+    try:
+        rows = count_lines(job.input.path)
+    except OSError:
+        rows = 0
+    kube = KubeJob(name=job.name, job_file=job.path.name,
+                   job_text=job.path.read_text(encoding="utf-8"), cron=cron.normalized,
+                   image=image, rows=rows, rate=job.limits.rate, timeout_s=job.limits.timeout_s,
+                   secrets=secrets, files=files, storage=storage, deadline_s=deadline_s)
+    name = dns_name(job.name)
+    given = deadline_s if deadline_s is not None else active_deadline(rows, job.limits.rate)
+    how = ("as given" if deadline_s is not None else
+           f"from {rows:,} input lines at rate {job.limits.rate:g}/s: two requests a row, "
+           "half as long again for retries, plus 10 min")
+    source = f"--from-env-file={env_file}" if env_file is not None else " ".join(
+        f"--from-literal={v}=..." for v in secrets)
+    comments = [
+        f"bulkgroups job {job.name}: kubectl apply -f - (namespace: kubectl -n NS)",
+        f"schedule: {cron.normalized} (UTC); concurrencyPolicy Forbid: never two runs at "
+        "once; backoffLimit 0: the next night is the retry",
+        f"activeDeadlineSeconds {given:,} ({how}); a run cut off there exits 143, and its "
+        "rows not reached are in the metrics and the next run",
+        "exit 1 (some rows failed or invalid) marks the Job failed; 2, 3, 130 and 143 as "
+        "well: alert on the metrics (bulkgroups_rows, bulkgroups_exit_code)",
+    ]
+    if secrets:
+        comments.append(f"the Secret is not printed; create it first: kubectl create secret "
+                        f"generic {name} {source}")
+    comments += notes
+    click.echo(to_yaml(manifests(kube), comments), nl=False)
+    for note in notes:
+        click.echo(f"bulkgroups: warning: {note}", err=True)

@@ -182,7 +182,8 @@ class _Buckets:
 
 
 class ResultsScan:
-    """Takes the outcomes of a results file one at a time (`add`) and keeps what the report needs."""
+    """Takes the outcomes of a results file one at a time (`add`) and keeps what the report
+    needs."""
 
     def __init__(self, runs: Sequence[RunSpan] = ()) -> None:
         self._runs = list(runs)

@@ -12,7 +12,6 @@ from pathlib import Path
 from bulkgroups.model import Item, Status
 from bulkgroups.results.file import Record, ResultsReader
 
-
 _FINAL = frozenset(s for s in Status if s.is_final)
 
 

@@ -195,10 +195,19 @@ async def _serve(sandbox: Sandbox, built_in: bool) -> None:
     click.echo("sandbox stopped")
 
 
+# The demo state's credentials (jobs/demo-state.json) are public: printed in full, so a new
+# user can paste them (issue 15, ops).
+_PUBLIC_DEMO = frozenset({"sk-demo-key", "adm-demo-token"})
+
+
 def _announce(sandbox: Sandbox, built_in: bool) -> None:
-    """Print the URLs and credentials; secrets in full only for the built-in test state."""
+    """Print the URLs and credentials; secrets in full only for the built-in test state and
+    the published demo keys."""
     state = sandbox.dump()
-    show = (lambda s: s) if built_in else token_label
+
+    def show(s: str) -> str:
+        return s if built_in or s in _PUBLIC_DEMO else token_label(s)
+
     ds, ax = state["docspace"], state["adaxes"]
     keys = ", ".join(show(k) for k in ds["api_keys"]) or "none"
     tokens = ", ".join(show(t) for t in ax["tokens"]) or "none"

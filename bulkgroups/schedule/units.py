@@ -381,8 +381,13 @@ def service_text(s: Schedule) -> str:
         "# Exit status: 0 every row ok, noop or pending; 1 some rows failed or were invalid",
         "# (see the results file); 2 job-file error (nothing sent); 3 refused or aborted:",
         "# credentials, the max_changes cap, the failure ratio, or a run that overlaps the",
-        "# previous one on the same results file (refused by the run lock). The timer never",
-        "# starts this service again while it is still running, so nightly runs do not overlap.",
+        "# previous one on the same results file (refused by the run lock); 130/143",
+        "# interrupted. The timer never starts this service again while it is still running,",
+        "# so nightly runs do not overlap.",
+        "# Exit 1 is a run that went through its input: the unit succeeds, and the rows that",
+        "# failed are reported by [output] metrics (bulkgroups_rows) and [notify]. The unit",
+        "# fails (systemctl --failed, OnFailure=) only on 2, 3, 130 and 143: a person is needed.",
+        "SuccessExitStatus=1",
         f"WorkingDirectory={_unit_value(str(s.job.parent))}",
     ]
     if s.env_file is not None:
