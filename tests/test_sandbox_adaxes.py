@@ -12,7 +12,7 @@ import pytest
 import yarl
 
 from bulkgroups.sandbox import Sandbox, SandboxConfig, make_state
-from bulkgroups.sandbox.seed import AWKWARD_NAMES
+from bulkgroups.sandbox.seed import AWKWARD_NAMES, NESTED_GROUP_DN
 
 MEMBERS = "/api/directoryObjects/groupMembers"
 UNAUTHENTICATED = {
@@ -297,7 +297,7 @@ async def legacy_sign_in(http: aiohttp.ClientSession, sb: Sandbox) -> tuple[str,
     async with http.post(sb.adaxes_url + "/api/authSessions/create", json=body) as r:
         assert r.status == 200
         session = await r.json()
-    assert set(session) == {"sessionId", "expiresAtUtc"}
+    assert set(session) == {"sessionId", "totpState", "changePasswordReason", "expiresAtUtc"}
     async with http.post(
         sb.adaxes_url + "/api/auth", json={"sessionId": session["sessionId"]}
     ) as r:
@@ -454,8 +454,11 @@ async def test_list_members_with_properties(sandbox: Sandbox, http, state, ax_au
             assert r.status == 200
             got = await r.json()
         assert [m["dn"] for m in got] == ax_members(state, group), props
-        assert all(list(m) == [*default, "objectSid"] for m in got), props
-        assert [m["objectSid"] for m in got] == [objects[m["dn"]]["sid"] for m in got]
+        assert all(list(m) == [*default, "properties"] for m in got), props
+        # Adaxes answers every property as an array of values
+        assert [m["properties"] for m in got] == [
+            {"objectSid": [objects[m["dn"]]["sid"]]} for m in got
+        ]
     for props in ("mail,noSuchThing", ""):
         params = {"group": group, "properties": props, "sizeLimit": "2"}
         async with http.get(url, params=params, headers=ax_auth) as r:
@@ -465,4 +468,53 @@ async def test_list_members_with_properties(sandbox: Sandbox, http, state, ax_au
     async with http.get(url, params=params, headers=ax_auth) as r:
         got = await r.json()
     assert len(got) == len(ax_members(state, group))
-    assert all(m["objectSid"] == objects[m["dn"]]["sid"] for m in got)
+    assert all(m["properties"]["objectSid"] == [objects[m["dn"]]["sid"]] for m in got)
+
+
+async def test_disabled_accounts_and_uac(sandbox: Sandbox, http, state, ax_auth):
+    """accountDisabled and userAccountControl (512, plus 2 when disabled) come as arrays."""
+    objects = state["adaxes"]["objects"]
+    group = next(dn for dn, o in objects.items() if o["type"] == "group")
+    params = {"group": group, "properties": "accountDisabled,userAccountControl"}
+    async with http.get(sandbox.adaxes_url + MEMBERS, params=params, headers=ax_auth) as r:
+        got = await r.json()
+    off = [m["dn"] for m in got if m["properties"]["accountDisabled"] == [True]]
+    assert off == [dn for dn in objects[group]["members"] if objects[dn].get("disabled")]
+    assert len(off) == 2
+    for m in got:
+        disabled = objects[m["dn"]].get("disabled", False)
+        assert m["properties"]["userAccountControl"] == [514 if disabled else 512]
+
+
+async def test_include_indirect_walks_the_nested_group(sandbox: Sandbox, http, state, ax_auth):
+    """The seeded nested group is a direct member of the second group; its users are listed
+    only with includeIndirect=true; a group has no accountDisabled property."""
+    objects = state["adaxes"]["objects"]
+    second = [dn for dn, o in objects.items() if o["type"] == "group"][1]
+    base = {"group": second, "properties": "accountDisabled"}
+    async with http.get(sandbox.adaxes_url + MEMBERS, params=base, headers=ax_auth) as r:
+        direct = await r.json()
+    assert NESTED_GROUP_DN in [m["dn"] for m in direct]
+    nested = next(m for m in direct if m["dn"] == NESTED_GROUP_DN)
+    assert nested["objectType"] == "group"
+    assert nested["properties"] == {}
+    params = {**base, "includeIndirect": "true"}
+    async with http.get(sandbox.adaxes_url + MEMBERS, params=params, headers=ax_auth) as r:
+        every = [m["dn"] for m in await r.json()]
+    assert set(every) == {m["dn"] for m in direct} | set(objects[NESTED_GROUP_DN]["members"])
+
+
+async def test_default_size_limit_of_older_versions(start_sandbox, http, ax_auth):
+    """adaxes_default_size_limit caps a list without sizeLimit; sizeLimit overrides it; off by
+    default (every member)."""
+    state = make_state(adaxes_groups=1, adaxes_members=30)
+    group = next(dn for dn, o in state["adaxes"]["objects"].items() if o["type"] == "group")
+    plain = await start_sandbox(state)
+    capped = await start_sandbox(state, SandboxConfig(adaxes_default_size_limit=10))
+    for sb, params, n in (
+        (plain, {"group": group}, 30),
+        (capped, {"group": group}, 10),
+        (capped, {"group": group, "sizeLimit": "25"}, 25),
+    ):
+        async with http.get(sb.adaxes_url + MEMBERS, params=params, headers=ax_auth) as r:
+            assert len(await r.json()) == n, params

@@ -21,6 +21,17 @@ def members(state: dict[str, Any], gid: str) -> list[str]:
     return list(state["docspace"]["groups"][gid]["members"])
 
 
+def listed(state: dict[str, Any], gid: str) -> list[str]:
+    """The members a group read shows: terminated accounts are hidden."""
+    users = state["docspace"]["users"]
+    return [u for u in members(state, gid) if users[u]["kind"] != "terminated"]
+
+
+def of_kind(state: dict[str, Any], gid: str, kind: str) -> list[str]:
+    users = state["docspace"]["users"]
+    return [u for u in members(state, gid) if users[u]["kind"] == kind]
+
+
 def non_members(state: dict[str, Any], gid: str, kind: str = "user") -> list[str]:
     inside = set(members(state, gid))
     users = state["docspace"]["users"]
@@ -28,7 +39,8 @@ def non_members(state: dict[str, Any], gid: str, kind: str = "user") -> list[str
 
 
 async def test_read_group_envelope(sandbox: Sandbox, http: aiohttp.ClientSession, state, ds_auth):
-    """GET group answers the success envelope with a GroupDto and every member."""
+    """GET group answers a GroupDto with null fields left out and the listed members only:
+    guests are listed, terminated members are not (yet they stay in the group)."""
     gid = groups(state)[0]
     async with http.get(f"{sandbox.base_url}/api/2.0/group/{gid}", headers=ds_auth) as r:
         assert r.status == 200
@@ -39,13 +51,20 @@ async def test_read_group_envelope(sandbox: Sandbox, http: aiohttp.ClientSession
     assert body["count"] == 1
     assert body["links"] == []
     dto = body["response"]
-    assert list(dto) == ["id", "name", "manager", "members", "isLDAP"]
+    assert list(dto) == ["name", "parent", "category", "id", "isLDAP", "membersCount", "members"]
     assert dto["id"] == gid
-    assert dto["manager"] is None
+    assert "manager" not in dto
+    assert dto["category"] == dto["parent"] == "00000000-0000-0000-0000-000000000000"
     assert dto["isLDAP"] is False
-    assert [m["id"] for m in dto["members"]] == members(state, gid)
+    assert [m["id"] for m in dto["members"]] == listed(state, gid)
+    assert dto["membersCount"] == len(listed(state, gid))
+    assert of_kind(state, gid, "guest")
+    assert set(of_kind(state, gid, "guest")) <= {m["id"] for m in dto["members"]}
+    assert of_kind(state, gid, "terminated")
+    assert not set(of_kind(state, gid, "terminated")) & {m["id"] for m in dto["members"]}
     names = state["docspace"]["users"]
     assert all(m["displayName"] == names[m["id"]]["name"] for m in dto["members"])
+    assert all(None not in m.values() for m in dto["members"])
 
 
 async def test_read_group_without_members(sandbox: Sandbox, http, state, ds_auth):
@@ -78,20 +97,25 @@ async def test_unknown_route_is_404_envelope(sandbox: Sandbox, http, ds_auth):
 
 
 async def test_remove_members(sandbox: Sandbox, http, state, ds_auth):
-    """DELETE members removes several at once and returns the group with the rest."""
+    """DELETE members removes several at once, terminated ones included, and returns the
+    group with the rest of its listed members."""
     gid = groups(state)[0]
-    gone = members(state, gid)[:3]
+    hidden = of_kind(state, gid, "terminated")
+    gone = [*listed(state, gid)[:3], hidden[0]]
     url = f"{sandbox.base_url}/api/2.0/group/{gid}/members"
     async with http.delete(url, json={"members": gone}, headers=ds_auth) as r:
         assert r.status == 200
         body = await r.json()
     left = [m["id"] for m in body["response"]["members"]]
-    assert left == members(state, gid)[3:]
-    assert sandbox.dump()["docspace"]["groups"][gid]["members"] == left
+    assert left == listed(state, gid)[3:]
+    kept = sandbox.dump()["docspace"]["groups"][gid]["members"]
+    assert kept == [u for u in members(state, gid) if u not in gone]
+    assert hidden[1] in kept
 
 
 async def test_remove_is_idempotent(sandbox: Sandbox, http, state, ds_auth):
-    """Removing again, a non-member, an unknown id, a non-UUID or nothing changes nothing."""
+    """Removing again, a non-member, an unknown id, the empty GUID, nothing, or a body without
+    `members` changes nothing."""
     gid = groups(state)[0]
     url = f"{sandbox.base_url}/api/2.0/group/{gid}/members"
     first = members(state, gid)[0]
@@ -99,52 +123,73 @@ async def test_remove_is_idempotent(sandbox: Sandbox, http, state, ds_auth):
         assert r.status == 200
     before = sandbox.dump()
     outsider = non_members(state, gid)[0]
-    for ids in ([first], [outsider], [UNKNOWN], ["junk"], []):
-        async with http.delete(url, json={"members": ids}, headers=ds_auth) as r:
-            assert r.status == 200, ids
+    empty = "00000000-0000-0000-0000-000000000000"
+    for body in ({"members": [first]}, {"members": [outsider]}, {"members": [UNKNOWN]},
+                 {"members": [empty]}, {"members": []}, {}):
+        async with http.delete(url, json=body, headers=ds_auth) as r:
+            assert r.status == 200, body
             assert (await r.json())["status"] == 0
     assert sandbox.dump() == before
 
 
 async def test_malformed_body_is_400(sandbox: Sandbox, http, state, ds_auth):
-    """A body that is not JSON, lacks members, or has a non-list is refused with 400."""
-    url = f"{sandbox.base_url}/api/2.0/group/{groups(state)[0]}/members"
+    """A body that is not JSON, a non-list, or one id that is not a GUID fails model binding:
+    400 with ValidationProblemDetails in `response`, no error.message, and nothing applied."""
+    gid = groups(state)[0]
+    before = sandbox.dump()
+    valid = listed(state, gid)[0]
     bodies: list[dict[str, Any]] = [
         {"data": b"{nope"},
-        {"json": {}},
         {"json": {"members": "abc"}},
         {"json": {"members": [1, 2]}},
         {"json": ["a"]},
+        {"json": {"members": [valid, "junk"]}},
+        {"json": {"members": [valid, "{" + UNKNOWN + "}"]}},
     ]
-    for kwargs in bodies:
-        async with http.delete(url, headers=ds_auth, **kwargs) as r:
-            assert r.status == 400, kwargs
-            body = await r.json()
-        assert body["status"] == 1
-        assert body["statusCode"] == 400
+    for method in ("DELETE", "PUT"):
+        for kwargs in bodies:
+            url = f"{sandbox.base_url}/api/2.0/group/{gid}/members"
+            async with http.request(method, url, headers=ds_auth, **kwargs) as r:
+                assert r.status == 400, kwargs
+                body = await r.json()
+            assert body["status"] == 1
+            assert body["statusCode"] == 400
+            assert "error" not in body
+            assert body["response"]["title"]
+            assert all(isinstance(v, list) for v in body["response"]["errors"].values())
+    update = {"membersToAdd": [non_members(state, gid)[0]], "membersToRemove": ["junk"]}
+    async with http.put(f"{sandbox.base_url}/api/2.0/group/{gid}", json=update,
+                        headers=ds_auth) as r:
+        assert r.status == 400
+        assert "$.membersToRemove[0]" in (await r.json())["response"]["errors"]
+    assert sandbox.dump() == before
+
+
+async def test_add_with_empty_body_is_500(sandbox: Sandbox, http, state, ds_auth):
+    """PUT members with `{}` dereferences the missing list on the server: 500."""
+    url = f"{sandbox.base_url}/api/2.0/group/{groups(state)[0]}/members"
+    async with http.put(url, json={}, headers=ds_auth) as r:
+        assert r.status == 500
+        assert (await r.json())["statusCode"] == 500
 
 
 async def test_move_all_quirk(start_sandbox, http, ds_auth):
-    """Move-all empties the source; only kind "user" joins the destination."""
+    """Move-all walks the listed members: users join the destination and leave the source;
+    guests leave without joining; terminated members are not listed, so they stay."""
     state = make_state(guests=2, terminated=2)
     src, dst = list(state["docspace"]["groups"])[:2]
-    state["docspace"]["groups"][src]["members"].append(UNKNOWN)
     sb = await start_sandbox(state)
-    users = state["docspace"]["users"]
-    moved = members(state, src)
     url = f"{sb.base_url}/api/2.0/group/{src}/members/{dst}"
     async with http.put(url, headers=ds_auth) as r:
         assert r.status == 200
         body = await r.json()
     assert body["response"]["id"] == dst
     after = sb.dump()["docspace"]["groups"]
-    assert after[src]["members"] == []
-    joined = set(after[dst]["members"]) - set(members(state, dst))
-    expected = {u for u in moved if u in users and users[u]["kind"] == "user"}
-    assert joined == expected - set(members(state, dst))
-    odd = {u for u in moved if u not in users or users[u]["kind"] != "user"}
-    assert len(odd) == 5
-    assert not odd & set(after[dst]["members"])
+    assert after[src]["members"] == of_kind(state, src, "terminated")
+    assert len(after[src]["members"]) == 2
+    users = of_kind(state, src, "user")
+    assert set(after[dst]["members"]) == set(members(state, dst)) | set(users)
+    assert not set(of_kind(state, src, "guest")) & set(after[dst]["members"])
 
 
 async def test_move_all_missing_group_is_404(sandbox: Sandbox, http, state, ds_auth):
@@ -159,20 +204,33 @@ async def test_move_all_missing_group_is_404(sandbox: Sandbox, http, state, ds_a
 
 
 async def test_add_members_skips_invalid(start_sandbox, http, ds_auth):
-    """PUT members adds users and guests; terminated, unknown and junk ids are skipped."""
+    """PUT members adds users; guests, terminated, unknown ids and the empty GUID are skipped."""
     state = make_state(guests=1, terminated=1)
     gid = list(state["docspace"]["groups"])[1]
     sb = await start_sandbox(state)
     user = non_members(state, gid)[0]
     guest = non_members(state, gid, "guest")[0]
     gone = non_members(state, gid, "terminated")[0]
-    ids = [user.upper(), guest, gone, UNKNOWN, "junk"]
+    ids = [user.upper(), guest, gone, UNKNOWN, "00000000-0000-0000-0000-000000000000"]
     async with http.put(
         f"{sb.base_url}/api/2.0/group/{gid}/members", json={"members": ids}, headers=ds_auth
     ) as r:
         assert r.status == 200
         got = [m["id"] for m in (await r.json())["response"]["members"]]
-    assert got == [*members(state, gid), user, guest]
+    assert got == [*members(state, gid), user]
+    assert sb.dump()["docspace"]["groups"][gid]["members"] == got
+
+
+async def test_update_skips_guests_and_terminated(start_sandbox, http, ds_auth):
+    """membersToAdd skips guests and terminated accounts as PUT members does."""
+    state = make_state()
+    gid = list(state["docspace"]["groups"])[1]
+    sb = await start_sandbox(state)
+    odd = [*non_members(state, gid, "guest"), *non_members(state, gid, "terminated")]
+    async with http.put(f"{sb.base_url}/api/2.0/group/{gid}", json={"membersToAdd": odd},
+                        headers=ds_auth) as r:
+        assert r.status == 200
+    assert sb.dump()["docspace"]["groups"][gid]["members"] == members(state, gid)
 
 
 async def test_update_adds_then_removes(sandbox: Sandbox, http, state, ds_auth):
@@ -190,7 +248,7 @@ async def test_update_adds_then_removes(sandbox: Sandbox, http, state, ds_auth):
 
 
 async def test_replace_members(sandbox: Sandbox, http, state, ds_auth):
-    """POST members replaces the list; 400 when none of the ids is valid."""
+    """POST members replaces the listed members; 400 when none of the ids is valid."""
     gid = groups(state)[0]
     url = f"{sandbox.base_url}/api/2.0/group/{gid}/members"
     async with http.post(url, json={"members": [UNKNOWN]}, headers=ds_auth) as r:
@@ -198,7 +256,8 @@ async def test_replace_members(sandbox: Sandbox, http, state, ds_auth):
     new = non_members(state, gid)[:2]
     async with http.post(url, json={"members": [*new, UNKNOWN]}, headers=ds_auth) as r:
         assert r.status == 200
-    assert sandbox.dump()["docspace"]["groups"][gid]["members"] == new
+    kept = sandbox.dump()["docspace"]["groups"][gid]["members"]
+    assert kept == [*of_kind(state, gid, "terminated"), *new]
 
 
 async def test_list_paging_and_total(start_sandbox, http, ds_auth):
@@ -206,7 +265,7 @@ async def test_list_paging_and_total(start_sandbox, http, ds_auth):
     sb = await start_sandbox(make_state(docspace_groups=130, docspace_members=2))
     seen: list[str] = []
     for start in (0, 100):
-        url = f"{sb.base_url}/api/2.0/group?count=500&startIndex={start}"
+        url = f"{sb.base_url}/api/2.0/group?count=100&startIndex={start}"
         async with http.get(url, headers=ds_auth) as r:
             body = await r.json()
         assert body["total"] == 130
@@ -214,8 +273,12 @@ async def test_list_paging_and_total(start_sandbox, http, ds_auth):
         assert all("members" not in g for g in body["response"])
         seen += [g["id"] for g in body["response"]]
     assert len(set(seen)) == 130
-    async with http.get(f"{sb.base_url}/api/2.0/group?count=x", headers=ds_auth) as r:
-        assert r.status == 400
+    for bad in ("x", "0", "101", "-1"):
+        async with http.get(f"{sb.base_url}/api/2.0/group?count={bad}", headers=ds_auth) as r:
+            assert r.status == 400, bad
+            body = await r.json()
+        assert body["statusCode"] == 400
+        assert body["response"]["errors"]
 
 
 async def test_user_groups(sandbox: Sandbox, http, state, ds_auth):
@@ -225,7 +288,12 @@ async def test_user_groups(sandbox: Sandbox, http, state, ds_auth):
     async with http.get(f"{sandbox.base_url}/api/2.0/group/user/{uid}", headers=ds_auth) as r:
         body = await r.json()
     assert [g["id"] for g in body["response"]] == expected
+    assert all(set(g) == {"id", "name"} for g in body["response"])
     assert body["count"] == len(expected)
+    hidden = of_kind(state, groups(state)[0], "terminated")[0]
+    url = f"{sandbox.base_url}/api/2.0/group/user/{hidden}"
+    async with http.get(url, headers=ds_auth) as r:
+        assert [g["id"] for g in (await r.json())["response"]] == [groups(state)[0]]
     async with http.get(f"{sandbox.base_url}/api/2.0/group/user/{UNKNOWN}", headers=ds_auth) as r:
         assert r.status == 200
         assert (await r.json())["response"] == []
@@ -234,9 +302,9 @@ async def test_user_groups(sandbox: Sandbox, http, state, ds_auth):
 async def sign_in(http: aiohttp.ClientSession, sb: Sandbox) -> str:
     body = {"userName": "admin@example.com", "password": "test-password"}
     async with http.post(f"{sb.base_url}/api/2.0/authentication", json=body) as r:
-        assert r.status == 201
+        assert r.status == 200
         answer = await r.json()
-    assert answer["statusCode"] == 201
+    assert answer["statusCode"] == 200
     assert answer["status"] == 0
     expires = datetime.fromisoformat(answer["response"]["expires"].replace("Z", "+00:00"))
     assert expires.tzinfo is not None
@@ -284,13 +352,51 @@ async def test_token_ttl(start_sandbox, http):
 
 
 async def test_unauthorized_bodies(sandbox: Sandbox, http):
-    """No credential, a wrong key or a wrong token all get the same 401 envelope."""
+    """No credential, a wrong key, a wrong token, a bare `sk-` key or a lower-case `bearer`:
+    401 with an empty body (the auth layer's own answer)."""
     url = f"{sandbox.base_url}/api/2.0/group"
-    expected = {"status": 1, "statusCode": 401, "error": {"message": "Unauthorized"}}
-    for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": "nope"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer sk-wrong"},
+        {"Authorization": "nope"},
+        {"Authorization": "sk-test-key"},
+        {"Authorization": "bearer sk-test-key"},
+        {"Authorization": "BEARER sk-test-key"},
+    ):
         async with http.get(url, headers=headers) as r:
+            assert r.status == 401, headers
+            assert await r.read() == b""
+
+
+async def test_cookie_wins_over_header_for_a_token(sandbox: Sandbox, http, state):
+    """For a non-`sk-` token the asc_auth_key cookie is read instead of the header: a stale
+    cookie fails a good header; an API key in the header ignores the cookie."""
+    token = await sign_in(http, sandbox)
+    url = f"{sandbox.base_url}/api/2.0/group/{groups(state)[0]}"
+    async with aiohttp.ClientSession(cookies={"asc_auth_key": "stale"}) as jar:
+        async with jar.get(url, headers={"Authorization": token}) as r:
             assert r.status == 401
-            assert await r.json() == expected
+        async with jar.get(url, headers={"Authorization": "Bearer " + token}) as r:
+            assert r.status == 401
+        async with jar.get(url, headers={"Authorization": "Bearer sk-test-key"}) as r:
+            assert r.status == 200
+    async with http.get(url, headers={"Authorization": "Bearer " + token}) as r:
+        assert r.status == 200
+
+
+async def test_two_factor_account_gets_no_token(start_sandbox, http):
+    """An account with two-factor sign-in: 200 with tfa/sms flags and no token."""
+    state = make_state()
+    state["docspace"]["tfa"] = ["admin@example.com"]
+    sb = await start_sandbox(state)
+    body = {"userName": "admin@example.com", "password": "test-password"}
+    async with http.post(f"{sb.base_url}/api/2.0/authentication", json=body) as r:
+        assert r.status == 200
+        answer = (await r.json())["response"]
+    assert answer["tfa"] is True
+    assert answer["sms"] is False
+    assert "token" not in answer
+    assert sb.issued_tokens()["docspace"] == []
 
 
 async def test_missing_scope_is_403(start_sandbox, http):
@@ -308,10 +414,7 @@ async def test_missing_scope_is_403(start_sandbox, http):
         assert r.status == 200
     async with http.delete(url + "/members", json={"members": []}, headers=reader) as r:
         assert r.status == 403
-        body = await r.json()
-    assert body["status"] == 1
-    assert body["statusCode"] == 403
-    assert "accounts:write" in body["error"]["message"]
+        assert await r.read() == b""
     async with http.get(url, headers=writer) as r:
         assert r.status == 403
     async with http.delete(url + "/members", json={"members": []}, headers=writer) as r:

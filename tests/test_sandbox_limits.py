@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -59,29 +60,49 @@ async def test_reads_have_their_own_cap(start_sandbox, http, ds_auth):
 
 
 async def test_sliding_window(start_sandbox, http, ds_auth):
-    """The 6th request in a 5-per-2-s window is 429 with Retry-After; other credentials are not."""
+    """30 per 5 s: the 31st is 429 with an empty body, X-RateLimit-Limit and -Remaining: 0 and
+    no Retry-After; successes carry no X-RateLimit-* header; other credentials are not hit."""
     state = make_state()
-    sb = await start_sandbox(state, SandboxConfig(limits=Limits(window_requests=5, window_s=2.0)))
+    sb = await start_sandbox(state, SandboxConfig(limits=Limits(window_requests=30, window_s=5.0)))
     url = f"{sb.base_url}/api/2.0/group"
-    remaining = []
-    for _ in range(5):
+    for _ in range(30):
         async with http.get(url, headers=ds_auth) as r:
             assert r.status == 200
-            assert r.headers["X-RateLimit-Limit"] == "5"
-            assert 1 <= int(r.headers["X-RateLimit-Reset"]) <= 2
-            remaining.append(int(r.headers["X-RateLimit-Remaining"]))
-    assert remaining == [4, 3, 2, 1, 0]
+            assert not [h for h in r.headers if h.lower().startswith("x-ratelimit")]
     async with http.get(url, headers=ds_auth) as r:
         assert r.status == 429
-        assert int(r.headers["Retry-After"]) in (1, 2)
-        body = await r.json()
-    assert body["status"] == 1
-    assert body["statusCode"] == 429
+        assert await r.read() == b""
+        assert r.headers["X-RateLimit-Limit"] == "30"
+        assert r.headers["X-RateLimit-Remaining"] == "0"
+        assert "Retry-After" not in r.headers
+        assert "X-RateLimit-Reset" not in r.headers
+    starts = [e.start for e in sb.log]
+    assert starts[-1] - starts[0] < 5.0  # all 31 fell inside one window
     sign_in = {"userName": "admin@example.com", "password": "test-password"}
     async with http.post(f"{sb.base_url}/api/2.0/authentication", json=sign_in) as r:
         token = (await r.json())["response"]["token"]
     async with http.get(url, headers={"Authorization": token}) as r:
         assert r.status == 200  # limits are per credential
+
+
+async def test_window_slot_is_kept_when_concurrency_refuses(start_sandbox, http, ds_auth):
+    """A write admitted by the window and refused by the concurrency limiter (no headers,
+    empty body) still spends its window slot."""
+    sb = await start_sandbox(
+        config=SandboxConfig(
+            limits=Limits(window_requests=3, window_s=60.0, max_concurrent_writes=0)
+        )
+    )
+    gid = next(iter(sb.dump()["docspace"]["groups"]))
+    url = f"{sb.base_url}/api/2.0/group/{gid}/members"
+    for _ in range(3):
+        async with http.delete(url, json={"members": []}, headers=ds_auth) as r:
+            assert r.status == 429
+            assert await r.read() == b""
+            assert not [h for h in r.headers if h.lower().startswith(("x-ratelimit", "retry"))]
+    async with http.get(url[: -len("/members")], headers=ds_auth) as r:
+        assert r.status == 429  # the window is full now: the refused writes took its slots
+        assert r.headers["X-RateLimit-Remaining"] == "0"
 
 
 async def test_window_frees_up(start_sandbox, http, ds_auth):
@@ -124,7 +145,12 @@ async def test_daily_cap_counts_post_and_put_only(
             assert r.status == 200
     async with http.put(base + "/members", json=body, headers=ds_auth) as r:
         assert r.status == 429
-        assert int(r.headers["Retry-After"]) > 86000
+        assert await r.read() == b""
+        assert 86000 < int(r.headers["Retry-After"]) <= 86400
+        reset = int(r.headers["X-RateLimit-Reset"])
+        assert abs(reset - time.time() - int(r.headers["Retry-After"])) < 5  # a Unix time
+        assert r.headers["X-RateLimit-Limit"] == "3"
+        assert r.headers["X-RateLimit-Remaining"] == "0"
     async with http.post(base + "/members", json=body, headers=ds_auth) as r:
         assert r.status == 429
     async with http.delete(base + "/members", json=body, headers=ds_auth) as r:

@@ -48,7 +48,7 @@ def test_make_state_shape():
     in_groups = {u for g in ds["groups"].values() for u in g["members"]}
     assert len(set(ds["users"]) - in_groups) >= 10
     groups = [o for o in ax["objects"].values() if o["type"] == "group"]
-    assert [len(g["members"]) for g in groups] == [12, 12]
+    assert [len(g["members"]) for g in groups] == [12, 13, 5]  # the second holds the nested one
     users = [dn for dn, o in ax["objects"].items() if o["type"] == "user"]
     assert len(users) == 34
     assert len({o["guid"] for o in ax["objects"].values()}) == len(ax["objects"])
@@ -248,6 +248,7 @@ def test_demo_state_file():
         (False, False),
         (True, False),
         (False, True),
+        (False, False),
     ]
     assert len(data["docspace"]["groups"]) == 4
     assert list(data["docspace"]["api_keys"]) == ["sk-demo-key"]

@@ -17,17 +17,33 @@ from bulkgroups.sandbox.replies import ax_bad_request, ax_error, json_response
 routes = web.RouteTableDef()
 MEMBERS = "/restApi/api/directoryObjects/groupMembers"
 
-# LDAP properties the member list can add to each object, by case-folded LDAP name: the
-# name as answered, and the value. Names not here are ignored, as a directory ignores an
-# attribute an object does not have.
-_PROPERTIES: dict[str, tuple[str, Callable[[AdObject], Any]]] = {
-    "objectsid": ("objectSid", lambda obj: obj.sid),
+# userAccountControl flags: NORMAL_ACCOUNT, and ACCOUNTDISABLE on top of it.
+_UAC_NORMAL, _UAC_DISABLED = 512, 2
+# LDAP properties the member list can add to each object, by case-folded name: the name as
+# answered, and the values (a list: Adaxes answers every property as an array), or None when
+# the object has no such property. Names not here are ignored, as a directory ignores an
+# attribute an object does not have. accountDisabled is Adaxes's virtual property.
+_PROPERTIES: dict[str, tuple[str, Callable[[AdObject], list[Any] | None]]] = {
+    "objectsid": ("objectSid", lambda obj: [obj.sid]),
+    "objectguid": ("objectGUID", lambda obj: [obj.guid]),
+    "distinguishedname": ("distinguishedName", lambda obj: [obj.dn]),
+    "accountdisabled": (
+        "accountDisabled",
+        lambda obj: [obj.disabled] if obj.type == "user" else None,
+    ),
+    "useraccountcontrol": (
+        "userAccountControl",
+        lambda obj: (
+            [_UAC_NORMAL | (_UAC_DISABLED if obj.disabled else 0)] if obj.type == "user" else None
+        ),
+    ),
 }
+Property = tuple[str, Callable[[AdObject], list[Any] | None]]
 
 
-def _properties(values: list[str]) -> list[tuple[str, Callable[[AdObject], Any]]]:
+def _properties(values: list[str]) -> list[Property]:
     """The known properties a `properties` query asks for (comma-separated, any case)."""
-    wanted: dict[str, tuple[str, Callable[[AdObject], Any]]] = {}
+    wanted: dict[str, Property] = {}
     for value in values:
         for name in value.split(","):
             known = _PROPERTIES.get(name.strip().casefold())
@@ -110,8 +126,9 @@ async def list_members(request: web.Request) -> web.Response:
     ident = query.get("group")
     if ident is None or not ident.strip():
         return ax_bad_request(_required({"group": ident}))
+    default = core.config.adaxes_default_size_limit
     try:
-        limit = int(query.get("sizeLimit", "0"))
+        limit = int(query["sizeLimit"]) if "sizeLimit" in query else (default or 0)
     except ValueError:
         limit = -1
     if limit < 0:
@@ -126,9 +143,16 @@ async def list_members(request: web.Request) -> web.Response:
     extra = _properties(query.getall("properties", []))
     if not extra:
         return json_response([obj.dto for obj in members])
-    return json_response(
-        [obj.dto | {name: value(obj) for name, value in extra} for obj in members]
-    )
+    return json_response([obj.dto | {"properties": _values(obj, extra)} for obj in members])
+
+
+def _values(obj: AdObject, wanted: list[Property]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name, read in wanted:
+        values = read(obj)
+        if values is not None:
+            out[name] = values
+    return out
 
 
 @routes.get("/restApi/api/runningOperations/{id}")

@@ -47,7 +47,15 @@ async def create_session(request: web.Request) -> web.Response:
         return ax_error(403, "Authentication failed.", "authenticationFailed", innerError=inner)
     core.signin_failures.pop(user.lower(), None)
     session, expires = core.adaxes_sessions.issue(core.config.session_ttl_s)
-    return json_response({"sessionId": session, "expiresAtUtc": expires})
+    # No second factor and no forced password change on the sandbox's accounts.
+    return json_response(
+        {
+            "sessionId": session,
+            "totpState": None,
+            "changePasswordReason": None,
+            "expiresAtUtc": expires,
+        }
+    )
 
 
 @routes.post("/restApi/api/auth")

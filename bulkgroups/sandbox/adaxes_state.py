@@ -8,7 +8,7 @@ from typing import Any
 from bulkgroups.sandbox.dn import display_name, domain_name, normalize_dn
 from bulkgroups.sandbox.docspace_state import StateError
 
-_KNOWN_KEYS = frozenset({"type", "guid", "sid", "members", "approval", "denied"})
+_KNOWN_KEYS = frozenset({"type", "guid", "sid", "members", "approval", "denied", "disabled"})
 _TYPE_CODES = {"user": 2, "group": 3}
 
 
@@ -21,11 +21,14 @@ class AdObject:
     members: dict[str, None] = field(default_factory=dict)  # canonical DNs, ordered
     approval: bool = False
     denied: bool = False
+    disabled: bool = False  # a user account that is switched off (userAccountControl bit 2)
     extra: dict[str, Any] = field(default_factory=dict)  # other keys, written back by dump
     dto: dict[str, Any] = field(default_factory=dict)  # the list-members JSON of this object
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "guid": self.guid, "sid": self.sid}
+        if self.type == "user" and self.disabled:
+            out["disabled"] = True
         if self.type == "group":
             out["members"] = list(self.members)
             out["approval"] = self.approval
@@ -91,6 +94,7 @@ class AdaxesState:
             sid=sid,
             approval=bool(raw.get("approval", False)),
             denied=bool(raw.get("denied", False)),
+            disabled=bool(raw.get("disabled", False)),
             extra={k: v for k, v in raw.items() if k not in _KNOWN_KEYS},
         )
         obj.dto = {

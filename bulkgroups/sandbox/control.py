@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from bulkgroups.sandbox.config import TENANT_MODES
 from bulkgroups.sandbox.core import CORE
 from bulkgroups.sandbox.replies import json_response
 from bulkgroups.sandbox.state import dump_state
@@ -66,3 +67,23 @@ async def expire_tokens(request: web.Request) -> web.Response:
     core = request.app[CORE]
     sessions = request.query.get("sessions", "false").lower() == "true"
     return json_response({"expired": core.expire_tokens(sessions=sessions)})
+
+
+@routes.get("/_sandbox/tenant")
+async def get_tenant(request: web.Request) -> web.Response:
+    return json_response({"mode": request.app[CORE].config.tenant})
+
+
+@routes.post("/_sandbox/tenant")
+async def set_tenant(request: web.Request) -> web.Response:
+    """Body: {"mode": "active" | "suspended" | "unpaid" | "transferring"}."""
+    core = request.app[CORE]
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        body = None
+    mode = body.get("mode") if isinstance(body, dict) else None
+    if mode not in TENANT_MODES:
+        return json_response({"message": f"mode must be one of {sorted(TENANT_MODES)}"}, 400)
+    core.config.tenant = mode
+    return json_response({"mode": mode})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 API_NAMES = ("docspace", "adaxes", "auth")
+AFTER_APPLY_STATUSES = (0, 502, 503, 504)
 
 
 @dataclass
@@ -20,7 +21,9 @@ class Faults:
     drop_ratio: float = 0.0  # close the connection without an answer, change NOT applied
     drop_after_apply_ratio: float = 0.0  # apply the change, then close without an answer
     ratelimit_429_ratio: float = 0.0
-    retry_after_s: float = 1.0  # Retry-After of the 503 and 429 faults
+    # apply the change, then answer nginx's 504 page: the proxy gave up, the server finished
+    timeout_after_apply_ratio: float = 0.0
+    retry_after_s: float = 1.0  # Retry-After of the 429 fault and of Adaxes's 503 fault
 
     @property
     def active(self) -> bool:
@@ -31,6 +34,7 @@ class Faults:
             or self.drop_ratio
             or self.drop_after_apply_ratio
             or self.ratelimit_429_ratio
+            or self.timeout_after_apply_ratio
         )
 
 
@@ -41,12 +45,14 @@ class Draw:
     delay_s: float
     before: Literal["drop", "503", "429"] | None  # answer this instead of handling
     drop_after: bool  # handle, then drop the answer
+    timeout_after: bool = False  # handle, then answer 504 as the proxy would
 
 
 @dataclass(slots=True)
 class Injection:
     """A forced answer for the next `remaining` requests (status 0 = drop the connection;
-    with `after_apply`, only once the request was handled: a lost answer)."""
+    with `after_apply`, only once the request was handled: a lost answer, dropped (status 0)
+    or replaced by the proxy's 502/503/504 page)."""
 
     status: int
     remaining: int
@@ -86,7 +92,15 @@ class FaultBox:
             before = "503"
         elif limited < faults.ratelimit_429_ratio:
             before = "429"
-        return Draw(delay_s, before, before is None and lost < faults.drop_after_apply_ratio)
+        drop_after = before is None and lost < faults.drop_after_apply_ratio
+        # Drawn only when asked for, so older seeds give the same faults as before.
+        timeout_after = (
+            faults.timeout_after_apply_ratio > 0
+            and before is None
+            and not drop_after
+            and r() < faults.timeout_after_apply_ratio
+        )
+        return Draw(delay_s, before, drop_after, timeout_after)
 
     def inject(
         self,
@@ -98,8 +112,11 @@ class FaultBox:
     ) -> None:
         if status != 0 and not 100 <= status <= 599:
             raise ValueError(f"status must be 0 (drop) or an HTTP status, not {status}")
-        if after_apply and status != 0:
-            raise ValueError("after_apply needs status 0: only a dropped answer can be lost")
+        if after_apply and status not in AFTER_APPLY_STATUSES:
+            raise ValueError(
+                "after_apply needs status 0 (drop) or 502/503/504 (the proxy's page):"
+                " only a lost answer comes after the change"
+            )
         if count < 1:
             raise ValueError("count must be at least 1")
         if api is not None and api not in API_NAMES:

@@ -1,4 +1,4 @@
-"""The middleware every API request goes through: log, inject, auth, limits, faults."""
+"""The middleware every API request goes through: log, tenant, inject, auth, limits, faults."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bulkgroups.sandbox.auth import check_adaxes, check_docspace, credential
+from bulkgroups.sandbox.config import TENANT_MODES
 from bulkgroups.sandbox.core import CORE, Core
 from bulkgroups.sandbox.faults import Injection, retry_after_value
 from bulkgroups.sandbox.limits import Refusal
 from bulkgroups.sandbox.log import LogEntry, token_label
-from bulkgroups.sandbox.replies import Dropped, api_error
+from bulkgroups.sandbox.replies import Dropped, api_error, empty, nginx_page
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -84,19 +85,32 @@ async def _serve(
     cred: str,
     write: bool,
 ) -> web.StreamResponse:
+    if not adaxes:
+        tenant = TENANT_MODES.get(core.config.tenant, 0)
+        if tenant:  # ahead of auth and routing: the same empty answer on every path
+            await request.read()
+            return empty(tenant)
     injection = core.faults.take(api) if core.faults.injections else None
     if injection is None:
         return await _handle(core, request, handler, api, adaxes, cred, write, faults=True)
     if injection.after_apply:
-        # A lost answer: handled in full (no random fault in the way), whatever it says dropped.
+        # A lost answer: handled in full (no random fault in the way), whatever it says lost.
         # No route or a wrong method raises: nothing was applied, and nothing is answered.
         with contextlib.suppress(web.HTTPException):
             await _handle(core, request, handler, api, adaxes, cred, write, faults=False)
         await request.read()
-        return Dropped()
+        return Dropped() if injection.status == 0 else proxy_error(adaxes, injection.status)
     if injection.status == 0:
         await request.read()  # so the close is a clean FIN, not a reset over unread data
     return _injected(injection, adaxes)
+
+
+def proxy_error(adaxes: bool, status: int) -> web.Response:
+    """What the front proxy answers for a failed or slow upstream: nginx's HTML page before
+    DocSpace; before Adaxes (IIS, whose page is unconfirmed) the API's own error shape."""
+    if adaxes:
+        return api_error(True, status, f"Injected fault: {status}")
+    return nginx_page(status)
 
 
 async def _handle(
@@ -113,36 +127,39 @@ async def _handle(
     """Sign-in, credentials, DocSpace's limits, random faults (if `faults`), the route."""
     if api == "auth":
         return await handler(request)
-    denied = check_adaxes(core, cred) if adaxes else check_docspace(core, cred, write)
+    denied = check_adaxes(core, cred) if adaxes else check_docspace(core, request, cred, write)
     if denied is not None:
         return denied
     ticket = None
     if not adaxes:
         admitted = core.limiter.acquire(core.config.limits, cred, request.method, time.monotonic())
         if isinstance(admitted, Refusal):
-            after = admitted.retry_after
-            headers = {"Retry-After": str(after)} if after is not None else None
-            return api_error(False, 429, admitted.message, headers)
+            return empty(429, admitted.headers)
         ticket = admitted
     try:
         draw = core.faults.draw(core.config.faults) if faults else None
         if draw is None:
-            response = await handler(request)
-        else:
-            if draw.delay_s > 0:
-                await asyncio.sleep(draw.delay_s)
-            if draw.before == "drop":
-                await request.read()
-                return Dropped()
-            if draw.before is not None:
-                code = int(draw.before)
-                headers = {"Retry-After": retry_after_value(core.config.faults.retry_after_s)}
-                return api_error(adaxes, code, f"Injected fault: {code}", headers)
-            response = await handler(request)
-            if draw.drop_after:
-                return Dropped()
-        if ticket is not None and ticket.headers is not None and response.status < 300:
-            response.headers.update(ticket.headers)
+            return await handler(request)
+        if draw.delay_s > 0:
+            await asyncio.sleep(draw.delay_s)
+        if draw.before == "drop":
+            await request.read()
+            return Dropped()
+        if draw.before == "503":
+            await request.read()
+            if not adaxes:
+                return nginx_page(503)
+            headers = {"Retry-After": retry_after_value(core.config.faults.retry_after_s)}
+            return api_error(True, 503, "Injected fault: 503", headers)
+        if draw.before == "429":
+            # Not the limiter's own answer: the vendor's page documents a 429 with Retry-After.
+            headers = {"Retry-After": retry_after_value(core.config.faults.retry_after_s)}
+            return api_error(adaxes, 429, "Injected fault: 429", headers)
+        response = await handler(request)
+        if draw.drop_after:
+            return Dropped()
+        if draw.timeout_after:
+            return proxy_error(adaxes, 504)
         return response
     finally:
         if ticket is not None:
@@ -152,6 +169,8 @@ async def _handle(
 def _injected(injection: Injection, adaxes: bool) -> web.StreamResponse:
     if injection.status == 0:
         return Dropped()
+    if injection.status in (502, 503, 504) and not adaxes:
+        return nginx_page(injection.status)
     headers = None
     if injection.retry_after_s is not None:
         headers = {"Retry-After": retry_after_value(injection.retry_after_s)}

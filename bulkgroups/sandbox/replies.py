@@ -47,6 +47,40 @@ def ds_error(status: int, message: str, headers: Mapping[str, str] | None = None
     return json_response(body, status, headers)
 
 
+def ds_validation(errors: dict[str, list[str]]) -> web.Response:
+    """ASP.NET model binding's 400: ValidationProblemDetails in the envelope, no error.message."""
+    problem = {
+        "type": "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        "title": "One or more validation errors occurred.",
+        "status": 400,
+        "errors": errors,
+    }
+    return json_response({"response": problem, "status": 1, "statusCode": 400}, 400)
+
+
+def empty(status: int, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An answer with no body at all: what DocSpace's auth layer, limiter and tenant checks send."""
+    return web.Response(status=status, headers=headers)
+
+
+_NGINX_TITLES = {
+    502: "502 Bad Gateway",
+    503: "503 Service Temporarily Unavailable",
+    504: "504 Gateway Time-out",
+}
+
+
+def nginx_page(status: int) -> web.Response:
+    """The HTML page nginx in front of DocSpace answers when the upstream fails or is slow."""
+    title = _NGINX_TITLES.get(status, f"{status} Error")
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
+
+
 def ax_error(
     status: int,
     message: str,

@@ -15,6 +15,7 @@ DOCSPACE_ACCOUNT = "admin@example.com"
 ADAXES_ACCOUNT = "EXAMPLE\\admin"
 DOMAIN_SID = "S-1-5-21-1004336348-1177238915-682003330"
 SUFFIX = "DC=example,DC=com"
+NESTED_GROUP_DN = f"CN=Nested Team,OU=Groups,{SUFFIX}"
 
 _FIRST = (
     "Ann",
@@ -89,12 +90,17 @@ def make_state(
     docspace_members: int = 50,
     adaxes_groups: int = 3,
     adaxes_members: int = 50,
-    guests: int = 0,
-    terminated: int = 0,
+    guests: int = 2,
+    terminated: int = 2,
+    disabled: int = 2,
+    nested: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
     """A valid state: `*_members` members per group, drawn from a pool twice that size plus
-    10 users in no group; DocSpace guests and terminated users are members of the first group."""
+    10 users in no group; DocSpace guests and terminated users are members of the first group
+    (terminated ones hidden from its member list). In Adaxes, `disabled` members of the first
+    group (after the awkward names) are disabled accounts, and with `nested` a group of 5
+    users (NESTED_GROUP_DN) is a member of the second group."""
     rng = random.Random(seed)
 
     def new_id() -> str:
@@ -137,6 +143,22 @@ def make_state(
             "approval": False,
             "denied": False,
         }
+    first_group = next((o for o in objects.values() if o["type"] == "group"), None)
+    if first_group is not None:
+        skip = len(AWKWARD_NAMES)
+        for dn in first_group["members"][skip : skip + disabled]:
+            objects[dn]["disabled"] = True
+    groups_dn = [dn for dn, o in objects.items() if o["type"] == "group"]
+    if nested and len(groups_dn) >= 2:
+        objects[NESTED_GROUP_DN] = {
+            "type": "group",
+            "guid": new_id(),
+            "sid": f"{DOMAIN_SID}-{5000}",
+            "members": ax_users[-5:],  # users in no other group: indirect members only
+            "approval": False,
+            "denied": False,
+        }
+        objects[groups_dn[1]]["members"].append(NESTED_GROUP_DN)
     return {
         "docspace": {
             "api_keys": {TEST_API_KEY: ["accounts:read", "accounts:write"]},

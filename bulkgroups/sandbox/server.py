@@ -8,8 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkgroups.sandbox import adaxes, adaxes_auth, control, docspace, docspace_auth
-from bulkgroups.sandbox.config import SandboxConfig
+from bulkgroups.sandbox import (
+    adaxes,
+    adaxes_auth,
+    control,
+    docspace,
+    docspace_auth,
+    docspace_people,
+)
+from bulkgroups.sandbox.config import TENANT_MODES, SandboxConfig, TenantMode
 from bulkgroups.sandbox.core import CORE, Core
 from bulkgroups.sandbox.log import LogEntry
 from bulkgroups.sandbox.pipeline import pipeline
@@ -19,7 +26,7 @@ from bulkgroups.sandbox.state import StateSource, dump_state, load_state
 def build_app(core: Core) -> web.Application:
     app = web.Application(middlewares=[pipeline], client_max_size=16 * 1024 * 1024)
     app[CORE] = core
-    for module in (docspace, docspace_auth, adaxes, adaxes_auth, control):
+    for module in (docspace, docspace_people, docspace_auth, adaxes, adaxes_auth, control):
         app.router.add_routes(module.routes)
     return app
 
@@ -123,9 +130,11 @@ class Sandbox:
     ) -> None:
         """Force the next `count` data requests (of `api` if given; "auth" for sign-in) to get
         `status`, with Retry-After if `retry_after_s` is given; status 0 drops the connection.
+        DocSpace's 502, 503 and 504 come as nginx's HTML pages.
 
-        With status 0 and `after_apply`, each such request is handled as usual (checked,
-        applied) and only then is its connection dropped with no answer: a lost answer."""
+        With `after_apply` (status 0, 502, 503 or 504), each such request is handled as usual
+        (checked, applied) and only then is its answer lost: the connection dropped (0) or
+        replaced by the proxy's page (504: the proxy timed out, the server finished)."""
         self._core.faults.inject(status, count, retry_after_s, api, after_apply)
 
     async def wait_for_requests(self, n: int, *, timeout_s: float = 30.0) -> None:
@@ -155,6 +164,13 @@ class Sandbox:
             "adaxes": core.adaxes_tokens.issued(),
             "adaxes_sessions": core.adaxes_sessions.issued(),
         }
+
+    def set_tenant(self, mode: TenantMode) -> None:
+        """Switch the DocSpace tenant: "active", "suspended" (404), "unpaid" (402) or
+        "transferring" (403); the last three answer every DocSpace path with an empty body."""
+        if mode not in TENANT_MODES:
+            raise ValueError(f"tenant mode must be one of {sorted(TENANT_MODES)}, not {mode!r}")
+        self._core.config.tenant = mode
 
     def clear_log(self) -> None:
         self._core.log.clear()

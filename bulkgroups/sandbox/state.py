@@ -47,7 +47,7 @@ def load_state(source: StateSource | None) -> tuple[DocSpaceState, AdaxesState]:
         raise StateError("state sections 'docspace' and 'adaxes' must be objects")
     for section in (docspace, adaxes):
         for key, value in section.items():
-            if key != "tokens" and not isinstance(value, Mapping):
+            if key not in ("tokens", "tfa") and not isinstance(value, Mapping):
                 raise StateError(f"state key {key!r} must be an object")
     return DocSpaceState(dict(docspace)), AdaxesState(dict(adaxes))
 
