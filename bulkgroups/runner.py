@@ -15,6 +15,9 @@ from typing import Any
 from bulkgroups import __version__
 from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
+from bulkgroups.export.directory import ReadFailed
+from bulkgroups.export.write import ExportSummary, for_run
+from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import Job
 from bulkgroups.model import Item, Status
 from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
@@ -104,6 +107,9 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
 
 
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> int:
+    selected: ExportSummary | None = None
+    if job.input.select is not None:  # export's hook: this run's rows from the directory
+        job, selected = await _select(job, req, environ)
     prior = read_meta(req.results)
     done: FinishedRows | None = None
     if req.resume:
@@ -156,6 +162,9 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         "limits": {"precheck": job.limits.precheck, "batch_size": job.limits.batch_size},
         "runs": [*(prior or {}).get("runs", []), run_record],
     }
+    if selected is not None:
+        run_record["selected"] = {"rows": selected.written, "groups": len(selected.groups),
+                                  "unreadable": [g.group for g in selected.unreadable]}
     write_meta(req.results, meta)
     started = time.monotonic()
     writer = ResultsWriter(req.results)
@@ -180,6 +189,8 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         writer.close()
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
+    if selected is not None and selected.unreadable and code == EXIT_OK:
+        code = EXIT_ROWS  # a group the selection could not read got no rows
     run_record.update(ended_at=now_iso(), counts=pipeline.tally.counts(), exit=code,
                       stopped=pipeline.reason.value if pipeline.stopping else None)
     write_meta(req.results, meta)
@@ -189,6 +200,29 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     _report(pipeline, req, elapsed_s=time.monotonic() - started, code=code,
             already=done.count if done is not None else 0)
     return code
+
+
+async def _select(job: Job, req: RunRequest, environ: Mapping[str, str]
+                  ) -> tuple[Job, ExportSummary | None]:
+    """A job with `[input] select`: export its rows beside the results (a resume uses the
+    first run's file), say what was selected, and point the job at it."""
+    try:
+        job, summary = await for_run(job, req.results, resume=req.resume, environ=environ)
+    except FileNotFoundError as exc:
+        raise RunRefused(f"{exc}: the rows this run selected are gone, so it cannot be "
+                         "resumed", code=EXIT_USAGE) from None
+    except ReadFailed as exc:
+        raise RunRefused(f"{exc}: nothing was selected or sent", code=EXIT_ROWS) from None
+    except AuthRefused as exc:
+        raise RunRefused(str(exc), code=EXIT_REFUSED) from None
+    if summary is not None:
+        if not req.quiet:
+            for line in summary.lines():
+                console.out.print(line, markup=False)
+        for g in summary.unreadable:
+            console.err.print(f"bulkgroups: {g.group}: could not be read ({g.error}); no rows "
+                              "selected from it", markup=False)
+    return job, summary
 
 
 def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,

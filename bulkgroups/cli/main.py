@@ -139,6 +139,9 @@ def validate(job_file: Path) -> None:
 
 
 def _survey(job: Job, *, dry_run: bool) -> NoReturn:
+    if job.input.select is not None:  # export's hook: the rows come from the directory
+        from bulkgroups.cli.export import survey_selection
+        survey_selection(job, dry_run=dry_run)
     try:
         found = survey(
             read_rows(job.input.path, fmt=job.input.format, kind=job.target.kind,
@@ -152,11 +155,13 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
 
 
 def _register() -> None:
+    from bulkgroups.cli.export import export_command
     from bulkgroups.cli.report import report_command, undo_command
     from bulkgroups.cli.schedule import plan_command, schedule_command
     from bulkgroups.sandbox.cli import sandbox_command
 
     cli.add_command(plan_command, name="plan")
+    cli.add_command(export_command, name="export")
     cli.add_command(report_command, name="report")
     cli.add_command(undo_command, name="undo")
     cli.add_command(schedule_command, name="schedule")

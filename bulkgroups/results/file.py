@@ -22,6 +22,11 @@ def meta_path(results: Path) -> Path:
     return results.with_name(results.name.removesuffix(".jsonl") + ".meta.json")
 
 
+def selection_path(results: Path) -> Path:
+    """The rows a job with `[input] select` exported for this run (kept for resume)."""
+    return results.with_name(results.name.removesuffix(".jsonl") + ".selected.jsonl")
+
+
 class ResultsWriter:
     """Appends outcome lines with one unbuffered write per batch: each line reaches the kernel
     whole as soon as it is written, so a killed process leaves at most a torn last line."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bulkgroups.job import Job
 from bulkgroups.results.lock import Locked, lock_path, run_lock
-from bulkgroups.results.file import meta_path
+from bulkgroups.results.file import meta_path, selection_path
 
 _FIELD_RE = {"date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "time": r"[0-9]{6}"}
 
@@ -110,7 +110,7 @@ def prune(job: Job, *, keep: int, current: Path | None = None) -> list[Path]:
             # on a half-deleted run.
             with run_lock(path):
                 path.unlink()
-                for extra in (meta_path(path), lock_path(path)):
+                for extra in (meta_path(path), lock_path(path), selection_path(path)):
                     with contextlib.suppress(FileNotFoundError):
                         extra.unlink()
         except (Locked, OSError):

@@ -95,15 +95,16 @@ def _ssl(job: Job) -> ssl.SSLContext | bool:
 
 
 @contextlib.asynccontextmanager
-async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
+async def open_transport(job: Job, endpoint: Endpoint) -> AsyncIterator[Transport]:
     """One session for the whole run, its pool sized to the concurrency so a request never
-    waits for a connection while its timeout runs."""
+    waits for a connection while its timeout runs; paced and retried as the job says. Reads
+    that are not a row's (export) go through this too."""
     limits = job.limits
     connector = aiohttp.TCPConnector(limit=limits.concurrency, ssl=_ssl(job))
     async with aiohttp.ClientSession(
         connector=connector, json_serialize_bytes=orjson.dumps, raise_for_status=False
     ) as session:
-        transport = Transport(
+        yield Transport(
             session,
             base_url=endpoint.base_url,
             auth=auth_for(job.target.kind, endpoint.token),
@@ -111,6 +112,13 @@ async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
             policy=RetryPolicy(max_retries=limits.max_retries),
             timeout_s=limits.timeout_s,
         )
+
+
+@contextlib.asynccontextmanager
+async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
+    """The job's target adapter over `open_transport`."""
+    limits = job.limits
+    async with open_transport(job, endpoint) as transport:
         yield make_target(job.target.kind, transport, precheck=limits.precheck,
                           protected=job.safety.protected, batch_size=limits.batch_size,
                           adm_wait_s=job.target.adm_wait_s,
