@@ -110,21 +110,18 @@ async def read_docspace(t: Transport, group: str, sel: Selection) -> GroupRead:
     kinds = sel.kinds
     out = GroupRead(group)
     listed_needed = bool(kinds & {MemberKind.USER, MemberKind.GUEST})
-    # The group is always read: an unknown group must say so, not export nobody.
-    reply = await t.send("GET", f"{_GROUP}/{quote(group.strip(), safe='')}",
-                         params={"includeMembers": "true" if listed_needed else "false"})
+    # The group is always read, with its listed members: an unknown group must say so, not
+    # export nobody, and the counts say how many members were read.
+    reply = await t.send("GET", f"{_GROUP}/{quote(group.strip(), safe='')}")
     body = reply.body.get("response") if reply.ok and isinstance(reply.body, dict) else None
     if not isinstance(body, dict):
         out.error = _why(reply, f"group {group}")
         return out
     out.name = body.get("name") if isinstance(body.get("name"), str) else None
-    listed: list[str] = []
-    if listed_needed:
-        ids = member_ids(reply.body)
-        if ids is None:
-            out.error = f"group {group}: the answer has no member list"
-            return out
-        listed = ids
+    listed = member_ids(reply.body)
+    if listed is None:
+        out.error = f"group {group}: the answer has no member list"
+        return out
     guests: set[str] = set()
     if listed_needed:
         found = await _people(t, group, {"employeeType": _TYPE_GUEST}, f"guests of {group}")

@@ -56,7 +56,7 @@ class GroupCount:
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(self.by_kind.items()))
         held = [f"{n:,} {what}" for n, what in ((self.protected, "protected"),
                                                 (self.excluded, "excluded")) if n]
-        return (f"{label}: {self.written:,} rows of {self.seen:,} members"
+        return (f"{label}: {self.written:,} rows from {self.seen:,} members read"
                 + (f" ({kinds})" if kinds else "")
                 + (f"; left out: {', '.join(held)}" if held else ""))
 
@@ -74,7 +74,8 @@ class ExportSummary:
     def lines(self, *, kept: bool = True) -> list[str]:
         out = [g.line() for g in self.groups]
         where = f" to {self.path}" if kept else ""
-        out.append(f"selected {self.written:,} rows from {len(self.groups):,} groups{where}")
+        groups = f"{len(self.groups):,} group" + ("" if len(self.groups) == 1 else "s")
+        out.append(f"selected {self.written:,} rows from {groups}{where}")
         if self.unreadable:
             out.append(f"{len(self.unreadable):,} groups could not be read: nothing was "
                        "written for them")
