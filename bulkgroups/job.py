@@ -85,6 +85,10 @@ class Safety:
     protected: frozenset[str] = frozenset()  # each one norm_id'd
     abort_failure_ratio: float = 0.5
     abort_min_rows: int = 100
+    # Share of a group's members one run may remove (groups of at least min_group_size).
+    max_group_removal: float = 0.5
+    min_group_size: int = 10
+    require_approval: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,8 @@ _TABLES: dict[str, frozenset[str]] = {
             "precheck",
         }
     ),
-    "safety": frozenset({"max_changes", "protected", "abort_failure_ratio", "abort_min_rows"}),
+    "safety": frozenset({"max_changes", "protected", "abort_failure_ratio", "abort_min_rows",
+                         "max_group_removal", "min_group_size", "require_approval"}),
 }
 _REQUIRED_TABLES = ("job", "target", "input")
 
@@ -494,6 +499,11 @@ def _safety(t: _Table, kind: TargetKind) -> Safety:
             "abort_failure_ratio", d.abort_failure_ratio, above=0.0, at_most=1.0
         ),
         abort_min_rows=t.get_int("abort_min_rows", d.abort_min_rows, 1, None),
+        max_group_removal=t.get_number(
+            "max_group_removal", d.max_group_removal, above=0.0, at_most=1.0
+        ),
+        min_group_size=t.get_int("min_group_size", d.min_group_size, 1, None),
+        require_approval=t.get_bool("require_approval", d.require_approval),
     )
 
 

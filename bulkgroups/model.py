@@ -20,11 +20,18 @@ class Status(StrEnum):
     INVALID = "invalid"
     PENDING = "pending"
     FAILED = "failed"
+    # `apply` found the row's planned precondition no longer true and sent nothing.
+    STALE = "stale"
 
     @property
     def is_final(self) -> bool:
         """Final outcomes are never re-sent by `resume`."""
         return self is not Status.FAILED
+
+    @property
+    def needs_attention(self) -> bool:
+        """Outcomes that make a run's exit status 1."""
+        return self in (Status.FAILED, Status.INVALID, Status.STALE)
 
 
 class TargetKind(StrEnum):

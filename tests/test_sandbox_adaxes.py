@@ -486,9 +486,11 @@ async def test_disabled_accounts_and_uac(sandbox: Sandbox, http, state, ax_auth)
         assert m["properties"]["userAccountControl"] == [514 if disabled else 512]
 
 
-async def test_include_indirect_walks_the_nested_group(sandbox: Sandbox, http, state, ax_auth):
-    """The seeded nested group is a direct member of the second group; its users are listed
-    only with includeIndirect=true; a group has no accountDisabled property."""
+async def test_include_indirect_walks_the_nested_group(start_sandbox, http, ax_auth):
+    """make_state(nested=True): the nested group is a direct member of the second group; its
+    users are listed only with includeIndirect=true; a group has no accountDisabled property."""
+    state = make_state(nested=True)
+    sandbox = await start_sandbox(state)
     objects = state["adaxes"]["objects"]
     second = [dn for dn, o in objects.items() if o["type"] == "group"][1]
     base = {"group": second, "properties": "accountDisabled"}

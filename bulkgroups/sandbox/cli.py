@@ -61,7 +61,7 @@ def _cap(value: int | None, default: int | None) -> int | None:
     type=RATIO,
     default=0.0,
     metavar="RATIO",
-    help="Share of requests answered 503 with Retry-After.",
+    help="Share of requests answered 503 (DocSpace: nginx's HTML page).",
 )
 @click.option(
     "--drop",
@@ -89,7 +89,7 @@ def _cap(value: int | None, default: int | None) -> int | None:
     type=NON_NEGATIVE,
     default=1.0,
     show_default=True,
-    help="Retry-After of the 503 and 429 faults.",
+    help="Retry-After of the 429 fault (and of Adaxes's 503).",
 )
 @click.option(
     "--seed",
@@ -210,5 +210,8 @@ def _announce(sandbox: Sandbox, built_in: bool) -> None:
     click.echo(f"  accounts (POST /api/authSessions/create): {', '.join(ax['accounts']) or 'none'}")
     if built_in:
         click.echo("  password of every built-in account: test-password")
-    click.echo("Control   GET /_sandbox/log, GET /_sandbox/state, POST /_sandbox/inject")
+    click.echo(
+        "Control   GET /_sandbox/log, GET /_sandbox/state, POST /_sandbox/inject,"
+        " POST /_sandbox/tenant"
+    )
     click.echo("Serving until Ctrl+C or SIGTERM.", nl=True)

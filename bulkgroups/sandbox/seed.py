@@ -93,7 +93,7 @@ def make_state(
     guests: int = 2,
     terminated: int = 2,
     disabled: int = 2,
-    nested: bool = True,
+    nested: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """A valid state: `*_members` members per group, drawn from a pool twice that size plus
@@ -189,6 +189,7 @@ def make_demo_state() -> dict[str, Any]:
         adaxes_members=80,
         guests=4,
         terminated=3,
+        nested=True,
         seed=2026,
     )
     docspace, adaxes = state["docspace"], state["adaxes"]
