@@ -303,6 +303,12 @@ async def test_refused_credentials_exit_3_and_usage_errors_exit_2(tmp_path: Path
                       "--member-kind", "guest"], ["--group", "not-a-uuid"]):
             bad = await run_cli("export", str(job), "-o", str(out), *args)
             assert bad.code == 2, args
+        g0, g1, _ = ds_state(sb)[1]
+        (tmp_path / "p").mkdir()
+        guarded = write_job(tmp_path / "p", sb, safety={"protected": [g1]})
+        bad = await run_cli("export", str(guarded), "-o", str(out), "--group", g0, "--op",
+                            "move", "--to-group", g1)
+        assert bad.code == 2 and "protected" in bad.stderr
         (tmp_path / "ax").mkdir()
         ax_job = write_job(tmp_path / "ax", sb, kind="adaxes", name="ax")
         bad = await run_cli("export", str(ax_job), "-o", str(out), token=AX_TOKEN)

@@ -122,6 +122,8 @@ def export_command(job_file: Path, output: Path, groups: tuple[str, ...],
         _fail(f"{output} exists: pass --force to replace it")
     except ReadFailed as exc:
         _fail(f"{exc}; nothing written", EXIT_ROWS)
+    except InputError as exc:
+        _fail(str(exc))
     except AuthRefused as exc:
         _fail(str(exc), EXIT_REFUSED)
     _print(summary)
@@ -144,10 +146,10 @@ def survey_selection(job: Job, *, dry_run: bool) -> NoReturn:
 
     try:
         summary, found = asyncio.run(_preview(job))
+    except ReadFailed as exc:  # an InputError, but one that says a read failed
+        _fail(str(exc), EXIT_ROWS)
     except (JobError, InputError) as exc:
         _fail(str(exc))
-    except ReadFailed as exc:
-        _fail(str(exc), EXIT_ROWS)
     except AuthRefused as exc:
         _fail(str(exc), EXIT_REFUSED)
     _print(summary, kept=False)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from bulkgroups.export.select import MemberKind, Selection, matches
 from bulkgroups.http.transport import Reply, Transport
+from bulkgroups.rows.readers import InputError
 from bulkgroups.targets.docspace import member_ids
 from bulkgroups.targets.members import reason
 
@@ -32,8 +33,9 @@ _TYPE_GUEST = "2"  # EmployeeType.Guest
 _ID_PROPERTIES = ("objectSid",)
 
 
-class ReadFailed(Exception):
-    """A read that the export cannot go on without (the group list)."""
+class ReadFailed(InputError):
+    """A read that the export cannot go on without (the group list): for a selecting job,
+    its input cannot be read at all."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from bulkgroups.job import Job
 from bulkgroups.model import Op, TargetKind
 from bulkgroups.results.file import selection_path
 from bulkgroups.results.undo import Format, InputFileWriter, InputRow
+from bulkgroups.rows.readers import InputError
 from bulkgroups.targets.connect import endpoint_for, open_transport
 
 __all__ = ["ExportSummary", "GroupCount", "ReadFailed", "export", "for_run",
@@ -129,6 +130,9 @@ async def export(job: Job, sel: Selection, out: Path, *, fmt: Format = "jsonl",
     AuthRefused, OutputExists (without `force`). `exclude` holds norm_id forms."""
     kind = job.target.kind
     protected = job.safety.protected
+    if sel.to_group is not None and norm_id(sel.to_group) in protected:
+        raise InputError(f"the destination {sel.to_group} is in [safety] protected: every row "
+                         "would be refused; nothing exported")
     summary = ExportSummary(out)
     async with endpoint_for(job, environ=environ) as endpoint, \
             open_transport(job, endpoint) as t:
@@ -184,7 +188,8 @@ async def export(job: Job, sel: Selection, out: Path, *, fmt: Format = "jsonl",
 
 def exported_job(job: Job, path: Path) -> Job:
     """The job with its input pointed at exported rows (JSONL, every row names its op)."""
-    return replace(job, input=replace(job.input, path=path, format="jsonl", op=None))
+    return replace(job, input=replace(job.input, path=path, format="jsonl", op=None,
+                                      select=None))
 
 
 def _has_results(results: Path) -> bool:
