@@ -15,6 +15,7 @@ import orjson
 
 from bulkgroups.identity import norm_id
 from bulkgroups.sandbox import Sandbox, make_state
+from bulkgroups.sandbox.log import max_in_window, max_overlap
 from bulkgroups.sandbox.seed import NESTED_GROUP_DN
 from tests.support import AX_TOKEN, DS_TOKEN, run_cli, write_job
 
@@ -314,3 +315,17 @@ async def test_refused_credentials_exit_3_and_usage_errors_exit_2(tmp_path: Path
         bad = await run_cli("export", str(ax_job), "-o", str(out), token=AX_TOKEN)
         assert bad.code == 2 and "Adaxes needs the groups named" in bad.stderr
         assert not out.exists()
+
+
+async def test_export_is_paced_like_a_run(tmp_path: Path) -> None:
+    """The export's reads go through the run's transport: [limits] rate and concurrency hold
+    for them too (measured on the sandbox's request log)."""
+    state = make_state(docspace_groups=45, docspace_members=2, guests=0, terminated=1)
+    async with Sandbox(state) as sb:
+        job = write_job(tmp_path, sb, limits={"rate": 20, "concurrency": 3})
+        done = await run_cli("export", str(job), "-o", str(tmp_path / "all.csv"))
+        assert done.code == 0, done.stderr
+        starts = [e.start for e in sb.log]
+        assert len(starts) >= 45 * 3  # each group: its read, guests, terminated
+        assert max_in_window(starts, 0.95) <= 20
+        assert max_overlap((e.start, e.end) for e in sb.log) <= 3
