@@ -29,8 +29,10 @@ _PEOPLE = "/api/2.0/people/filter"
 _AX_MEMBERS = "/api/directoryObjects/groupMembers"
 _STATUS_TERMINATED = "2"  # EmployeeStatus.Terminated
 _TYPE_GUEST = "2"  # EmployeeType.Guest
-# Always asked for, so that a protected or excluded SID matches the member it names.
-_ID_PROPERTIES = ("objectSid",)
+# Always asked for: a protected or excluded SID must match the member it names, and the
+# vendor's reference leaves open whether naming `properties` keeps the default set (dn,
+# guid), so the DN and GUID are asked for as properties too.
+_ID_PROPERTIES = ("objectSid", "objectGUID", "distinguishedName")
 
 
 class ReadFailed(InputError):
@@ -173,6 +175,21 @@ def _props(item: Mapping[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
+def props_values(props: Mapping[str, list[Any]], name: str) -> list[Any]:
+    """A property's values, its name compared without case (LDAP names are)."""
+    folded = name.casefold()
+    return next((v for k, v in props.items() if k.casefold() == folded), [])
+
+
+def _prop(props: Mapping[str, list[Any]], name: str) -> Any:
+    values = props_values(props, name)
+    return values[0] if values else None
+
+
+def _first(*values: Any) -> str | None:
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
 def _list(body: Any) -> list[Any] | None:
     if isinstance(body, list):
         return body
@@ -202,8 +219,9 @@ async def read_adaxes(t: Transport, group: str, sel: Selection) -> GroupRead:
             continue
         out.seen += 1
         props = _props(item)
-        dn, guid = item.get("dn"), item.get("guid")
-        name = dn if isinstance(dn, str) and dn else guid if isinstance(guid, str) else None
+        dn = _first(item.get("dn"), _prop(props, "distinguishedName"))
+        guid = _first(item.get("guid"), _prop(props, "objectGUID"))
+        name = dn or guid
         if not name:
             continue
         kind = str(item.get("objectType") or "")
@@ -213,9 +231,8 @@ async def read_adaxes(t: Transport, group: str, sel: Selection) -> GroupRead:
             continue
         if not matches(sel.where, props):
             continue
-        ids = [v for v in (dn, guid) if isinstance(v, str) and v]
-        sids = next((v for k, v in props.items() if k.casefold() == "objectsid"), [])
-        ids += [s for s in sids if isinstance(s, str) and s]
+        ids = [v for v in (dn, guid) if v]
+        ids += [s for s in props_values(props, "objectSid") if isinstance(s, str) and s]
         key = name.casefold()
         if key in taken:
             continue
