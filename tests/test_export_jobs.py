@@ -214,3 +214,23 @@ def test_the_select_key_is_read_and_checked(tmp_path: Path) -> None:
         for text, message in cases:
             with pytest.raises(JobError, match=re.escape(message)):
                 load_job(_job(tmp_path, kind, text))
+
+
+async def test_a_signal_while_selecting_stops_at_once_with_nothing_sent(
+        tmp_path: Path) -> None:
+    state = make_state(docspace_groups=40, docspace_members=5, guests=0, terminated=2)
+    async with Sandbox(state) as sb:
+        before = groups_of(sb)
+        job = select_job(tmp_path, sb, '{ member_kind = ["terminated"] }',
+                         limits={"rate": 4, "concurrency": 2})
+        proc = await start_cli("run", str(job), "--results", str(tmp_path / "r.jsonl"))
+        await sb.wait_for_requests(3, timeout_s=30)
+        proc.send_signal(signal.SIGTERM)
+        done = await finish(proc, timeout_s=10)
+        assert done.code == 143, done.stderr
+        assert "nothing was sent" in done.stderr
+        assert not [e for e in sb.log if e.method != "GET"]
+        assert groups_of(sb) == before
+        for name in ("r.jsonl", "r.meta.json", "r.selected.jsonl"):
+            assert not (tmp_path / name).exists()
+        assert not list(tmp_path.glob(".*tmp"))
