@@ -234,3 +234,19 @@ async def test_a_signal_while_selecting_stops_at_once_with_nothing_sent(
         for name in ("r.jsonl", "r.meta.json", "r.selected.jsonl"):
             assert not (tmp_path / name).exists()
         assert not list(tmp_path.glob(".*tmp"))
+
+
+async def test_a_group_the_selection_cannot_read_makes_the_run_exit_1(tmp_path: Path) -> None:
+    async with Sandbox(make_state(terminated=2)) as sb:
+        g0 = next(iter(groups_of(sb)))
+        missing = "00000000-0000-4000-8000-000000000001"
+        job = select_job(tmp_path, sb,
+                         f'{{ groups = ["{g0}", "{missing}"], member_kind = ["terminated"] }}',
+                         limits=LIMITS)
+        done = await run_cli("run", str(job), "--results", str(tmp_path / "r.jsonl"))
+        assert done.code == 1, done.stderr
+        assert f"{missing}: could not be read" in done.stderr
+        assert terminated_in_groups(sb) == set()
+        meta = orjson.loads((tmp_path / "r.meta.json").read_bytes())
+        assert meta["runs"][0]["selected"]["unreadable"] == [missing]
+        assert meta["runs"][0]["exit"] == 1
