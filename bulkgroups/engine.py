@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from bulkgroups.http.auth import AuthRefused, TlsRefused
-from bulkgroups.model import Item, Outcome, Result, Row, Status
+from bulkgroups.model import Abandoned, Item, Outcome, Result, Row, Status
 from bulkgroups.results.stats import Tally
 from bulkgroups.targets.base import Target
 
@@ -127,6 +127,8 @@ class Pipeline:
             except AuthRefused as exc:
                 tls = isinstance(exc, TlsRefused)
                 self.stop(StopReason.TLS if tls else StopReason.AUTH, str(exc))
+                return
+            except Abandoned:  # http hook (stop contract): never sent, no outcome
                 return
             except asyncio.CancelledError:
                 raise

@@ -34,6 +34,11 @@ class Status(StrEnum):
         return self in (Status.FAILED, Status.INVALID, Status.STALE)
 
 
+class Abandoned(Exception):
+    """The run is stopping and this row's request was never sent: the row gets no outcome,
+    so a resume sends it (the stop contract, see `Target.abandon`)."""
+
+
 class TargetKind(StrEnum):
     DOCSPACE = "docspace"
     ADAXES = "adaxes"

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
-import aiohttp
-import orjson
-
-from bulkgroups.http.auth import auth_for
-from bulkgroups.http.pacer import Pacer
-from bulkgroups.http.policy import RetryPolicy
 from bulkgroups.http.transport import Transport
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
@@ -31,7 +24,7 @@ from bulkgroups.model import InvalidRow, Op, Row, TargetKind
 from bulkgroups.rows.guard import count_changes, guard
 from bulkgroups.rows.readers import read_rows
 from bulkgroups.targets.adaxes import Members as AdaxesMembers
-from bulkgroups.targets.connect import Endpoint, endpoint_for
+from bulkgroups.targets.connect import Endpoint, endpoint_for, open_transport
 from bulkgroups.targets.dn import ident
 from bulkgroups.targets.docspace import member_ids
 from bulkgroups.targets.members import reason
@@ -357,29 +350,11 @@ _DOCSPACE_GROUP = "/api/2.0/group/"
 _ADAXES_MEMBERS = "/api/directoryObjects/groupMembers"
 
 
-def _ssl(job: Job) -> ssl.SSLContext | bool:
-    # As in wiring: verification stays on; a private CA is added, never switched off.
-    if job.target.ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=str(job.target.ca_file))
-
-
 @contextlib.asynccontextmanager
 async def reader(job: Job, endpoint: Endpoint) -> AsyncIterator[Transport]:
-    """A transport for reads: the run's session settings, pacing and retries."""
-    limits = job.limits
-    connector = aiohttp.TCPConnector(limit=limits.concurrency, ssl=_ssl(job))
-    async with aiohttp.ClientSession(
-        connector=connector, json_serialize_bytes=orjson.dumps, raise_for_status=False
-    ) as session:
-        yield Transport(
-            session,
-            base_url=endpoint.base_url,
-            auth=auth_for(job.target.kind, endpoint.token),
-            pacer=Pacer(rate=limits.rate, concurrency=limits.concurrency),
-            policy=RetryPolicy(max_retries=limits.max_retries),
-            timeout_s=limits.timeout_s,
-        )
+    """A transport for reads: the run's own (session, pacing, retries, sign-in)."""
+    async with open_transport(job, endpoint) as t:  # http: one transport (issue 12.5)
+        yield t
 
 
 async def read_group(t: Transport, kind: TargetKind, group: str) -> GroupMembers | Unreadable:

@@ -5,9 +5,10 @@ where it matters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 import pytest
 
 from bulkgroups.http.auth import AuthRefused
-from bulkgroups.http.signin import RENEW_AGAIN_S, AdaxesSignIn, DocSpaceSignIn, Login, seconds_left
+from bulkgroups.http.signin import RENEW_AGAIN_S, Login, SignIn, seconds_left, sign_in_for
 from bulkgroups.model import Op, Row, Status, TargetKind
 from bulkgroups.sandbox import Limits, Sandbox, SandboxConfig, make_state
 from bulkgroups.secret import Secret
@@ -398,10 +399,24 @@ async def test_nothing_a_run_leaves_holds_a_password_token_or_session(tmp_path: 
 # --- the sign-in object itself (real HTTP, hand-moved clock) ----------------------------------
 
 
+@contextlib.asynccontextmanager
+async def signed_in(
+    sb: Sandbox, kind: TargetKind = TargetKind.ADAXES, password: str = PASSWORD,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[SignIn]:
+    """A sign-in as a run makes it: on the run's one session and transport (no cookie jar);
+    leaving the block signs out through that transport, then closes the session."""
+    user = AX_USER if kind is TargetKind.ADAXES else DS_USER
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        t = fast_transport(sb, session, kind=kind, token="unused")
+        async with sign_in_for(kind, t, Login(user, Secret(password)), clock=clock) as auth:
+            yield auth
+
+
 def ax_signin(sb: Sandbox, password: str = PASSWORD,
-              clock: Callable[[], float] = time.monotonic) -> AdaxesSignIn:
-    return AdaxesSignIn(base_url=sb.adaxes_url, login=Login(AX_USER, Secret(password)),
-                        timeout_s=5.0, clock=clock)
+              clock: Callable[[], float] = time.monotonic
+              ) -> contextlib.AbstractAsyncContextManager[SignIn]:
+    return signed_in(sb, TargetKind.ADAXES, password, clock)
 
 
 async def test_concurrent_401s_lead_to_one_new_sign_in() -> None:
@@ -474,8 +489,7 @@ async def test_failed_sign_out_is_logged_without_the_token(
     """Sign-out never raises; its warnings name the path, never the token in its query."""
     caplog.set_level(logging.WARNING)
     async with Sandbox(state_with_password()) as sb:
-        auth = ax_signin(sb)
-        async with auth:
+        async with ax_signin(sb) as auth:
             token = (await auth.headers())["Adm-Authorization"]
             sb.inject(status=0, api="auth")
             sb.inject(status=500, api="auth")
@@ -488,13 +502,12 @@ async def test_docspace_sign_in_replaces_an_expired_token_by_the_clock() -> None
     """Past its `expires`, a DocSpace token is replaced before use, with no 401 needed."""
     clock = Clock()
     async with Sandbox(state_with_password()) as sb:
-        login = Login(DS_USER, Secret(PASSWORD))
-        async with DocSpaceSignIn(base_url=sb.base_url, login=login, clock=clock) as auth:
+        async with signed_in(sb, TargetKind.DOCSPACE, clock=clock) as auth:
             first = await auth.headers()
             assert set(first) == {"Authorization"} and not first["Authorization"].startswith("sk-")
             clock.now += 1801
             assert await auth.headers() != first
-        assert auth_calls(sb) == [("POST", DS_AUTH, 201)] * 2
+        assert auth_calls(sb) == [("POST", DS_AUTH, 200)] * 2  # 200, as the server answers
 
 
 async def test_repr_shows_no_secret() -> None:
@@ -516,3 +529,20 @@ def test_expiry_times_are_read_in_their_zone() -> None:
     assert seconds_left("soon", now=now) is None
     assert seconds_left(None, now=now) is None
 
+
+
+async def test_docspace_two_factor_account_stops_with_exit_3(tmp_path: Path) -> None:
+    """The sandbox's two-factor account: sign-in answers 200 with `tfa` and no token; the run
+    stops at once (exit 3), says why and what to use instead, and sends nothing else."""
+    state = state_with_password(docspace_groups=1, docspace_members=10)
+    state["docspace"]["tfa"] = [DS_USER]
+    async with Sandbox(state) as sb:
+        before = ds_groups(sb)
+        job = write_job(tmp_path, sb, rows=removals(before), signin=True)
+        done = await run_cli("run", str(job), "--quiet", env=ds_env())
+        assert done.code == 3, done.stderr
+        assert "two-factor" in done.stderr and "API key" in done.stderr
+        assert auth_calls(sb) == [("POST", DS_AUTH, 200)]
+        assert [e for e in sb.log if e.api == "docspace"] == []
+        assert ds_groups(sb) == before
+    assert not any(PASSWORD in t for t in produced(tmp_path, done.stdout, done.stderr))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 from bulkgroups.model import TargetKind
@@ -26,6 +27,10 @@ class Auth(Protocol):
         """Called on a 401 sent with `stale`; True when fresh headers are now to be had."""
         ...
 
+    def secrets(self) -> Iterator[str]:
+        """Every secret value it holds now, for the transport to scrub from server texts."""
+        ...
+
 
 class StaticAuth:
     """A long-lived token or API key: nothing to renew, so a 401 is final."""
@@ -40,6 +45,11 @@ class StaticAuth:
 
     async def renew(self, stale: dict[str, str]) -> bool:
         return False
+
+    def secrets(self) -> Iterator[str]:
+        for value in self._headers.values():
+            yield value
+            yield value.removeprefix("Bearer ")
 
     def __repr__(self) -> str:
         return f"StaticAuth({sorted(self._headers)!r})"

@@ -47,3 +47,12 @@ def parse_quota(headers: Mapping[str, str], *, now: float | None = None) -> Quot
     if remaining is None or reset is None:
         return None
     return Quota(remaining=remaining, reset_s=_seconds(reset, time.time() if now is None else now))
+
+
+def parse_reset(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds until `X-RateLimit-Reset` (or `RateLimit-Reset`), a Unix time or a delta;
+    None when absent or unreadable. On a 429 it says when to try again."""
+    reset = _number(headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset"))
+    if reset is None or reset < 0:
+        return None
+    return _seconds(reset, time.time() if now is None else now)

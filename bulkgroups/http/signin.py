@@ -1,20 +1,21 @@
 """Credentials that come from a sign-in and must last the whole run.
 
-Adaxes before 2026.1 signs in with a session (`authSessions/create`) that yields tokens
+Adaxes 2025.1 and older signs in with a session (`authSessions/create`) that yields tokens
 (`auth`); DocSpace signs in (`authentication`) for a personal access token. Both expire, so a
 token is renewed a little before its end (Adaxes: `PATCH /api/auth`; DocSpace: a new
 sign-in), and a 401 in the middle of a run signs in again. All workers share one sign-in
 behind one lock: one renewal at a time, and a worker that meets a 401 after another has
 already signed in again just takes the new token.
 
+Every sign-in request goes through the run's own `Transport` (`credentials=False`): the same
+session (no cookie jar, no redirects), the same pacer, limits, scrubbing and retry policy.
 Both servers slow down repeated failed sign-ins, so a refused sign-in is never repeated: it
 raises `AuthRefused` (the run stops, exit 3), and every later call hears the same refusal
-without a request. Only a lost connection, a timeout or a gateway answer is tried again, a
-few times.
+without a request. Only what the policy retries (no answer, a gateway answer, a 429) is
+tried again.
 
-No secret gets out: the password, tokens and session ids live in `Secret`; error texts are
-made of status codes and the server's own words (with any secret scrubbed out), never of an
-aiohttp exception's text, which may hold a URL whose query carries the token (sign-out).
+No secret gets out: the password, tokens and session ids live in `Secret` and are handed to
+the transport's scrubber as soon as they are known.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import ssl as ssl_module
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +30,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-import aiohttp
-import orjson
-
 from bulkgroups.http.auth import AuthRefused
-from bulkgroups.http.policy import parse_retry_after
-from bulkgroups.model import TargetKind
+from bulkgroups.http.policy import RETRYABLE_STATUSES, BodyKind
+from bulkgroups.http.transport import Reply, Transport
+from bulkgroups.model import Abandoned, TargetKind
 from bulkgroups.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -47,11 +45,6 @@ RENEW_SHARE = 0.2
 RENEW_MAX_S = 60.0
 # A renewal that got no answer is tried again this much later, while the token still holds.
 RENEW_AGAIN_S = 5.0
-# Extra tries of a sign-in request that got no answer (never of a refusal).
-SIGNIN_RETRIES = 3
-_RETRY_BASE_S = 0.25
-_RETRY_AFTER_CAP_S = 10.0
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Sign-out is a courtesy at the end of a run: one try, and never a long wait.
 SIGN_OUT_TIMEOUT_S = 5.0
 
@@ -98,93 +91,61 @@ def seconds_left(expires: object, *, now: datetime | None = None) -> float | Non
     return (when - (now or datetime.now(UTC))).total_seconds()
 
 
-def _describe(exc: BaseException, timeout_s: float) -> str:
-    # Only the kind of failure: aiohttp's texts can carry the URL, and with it a token.
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_s:g} s"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection without answering"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}"
-    return f"connection error: {type(exc).__name__}"
-
-
-def _decode(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        return None
-
-
 def _text(body: Any, key: str) -> str | None:
     value = body.get(key) if isinstance(body, dict) else None
     return value if isinstance(value, str) and value else None
 
 
-def server_words(body: Any) -> str:
-    """What the server said about a refused sign-in, from either API's error shape."""
-    if not isinstance(body, dict):
-        return "no message"
+def server_words(reply: Reply) -> str:
+    """What the server said about a refused sign-in, from either API's error shape (already
+    scrubbed by the transport), or what the answer was when it said nothing."""
+    body = reply.body
     parts: list[str] = []
-    for source in (body, body.get("innerError"), body.get("error")):
-        said = _text(source, "message")
-        if said is not None and said not in parts:
-            parts.append(said)
-    inner = body.get("innerError")
-    left = inner.get("attemptsLeft") if isinstance(inner, dict) else None
-    if isinstance(left, int) and not isinstance(left, bool):
-        parts.append(f"(attempts left: {left})")
+    if isinstance(body, dict):
+        for source in (body, body.get("innerError"), body.get("error")):
+            said = _text(source, "message")
+            if said is not None and said not in parts:
+                parts.append(said)
+        inner = body.get("innerError")
+        left = inner.get("attemptsLeft") if isinstance(inner, dict) else None
+        if isinstance(left, int) and not isinstance(left, bool):
+            parts.append(f"(attempts left: {left})")
+    if not parts and reply.error:
+        parts.append(reply.error)
+    if not parts and reply.body_kind not in (BodyKind.JSON, BodyKind.NONE):
+        kind = reply.body_kind
+        parts.append("empty body" if kind is BodyKind.EMPTY else kind.value)
     return " ".join(parts) or "no message"
 
 
 class SignIn:
-    """`Auth` from a user name and password. Use as `async with`: it owns a small HTTP
-    session for its own requests, and signs out on the way out."""
+    """`Auth` from a user name and password, sending through `transport` (whose `auth` it
+    becomes: see `attach`). Use as `async with`: leaving it signs out."""
 
-    __slots__ = (
-        "_base",
-        "_clock",
-        "_failed",
-        "_grant",
-        "_lock",
-        "_login",
-        "_session",
-        "_ssl",
-        "_timeout_s",
-    )
+    __slots__ = ("_clock", "_failed", "_grant", "_lock", "_login", "_t")
 
     api = "the target"  # for messages
 
     def __init__(
         self,
+        transport: Transport,
         *,
-        base_url: str,
         login: Login,
-        ssl: ssl_module.SSLContext | bool = True,
-        timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._base = base_url.rstrip("/")
+        self._t = transport
         self._login = login
-        self._ssl = ssl
-        self._timeout_s = timeout_s
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
         self._grant: Grant | None = None
         self._failed: AuthRefused | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._base!r}, user={self._login.username!r})"
+        return f"{type(self).__name__}(user={self._login.username!r})"
 
     # -- lifetime ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        connector = aiohttp.TCPConnector(limit=4, ssl=self._ssl)
-        self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-        # As in the transport: no hidden resend by aiohttp; the retries here are counted.
-        if hasattr(self._session, "_retry_connection"):
-            self._session._retry_connection = False
         return self
 
     async def __aexit__(
@@ -196,17 +157,16 @@ class SignIn:
         await self.close()
 
     async def close(self) -> None:
-        """Sign out (best effort: a failure is logged, never raised) and close the session."""
-        session = self._session
-        if session is None:
+        """Sign out (best effort: a failure is logged, never raised). A stopping run skips
+        it: the stop must be quick, and the server ends the session by itself."""
+        if self._grant is None:
             return
         try:
-            if self._grant is not None:
-                await self._sign_out()
+            await self._sign_out()
+        except Abandoned:
+            log.info("%s: sign-out skipped, the run is stopping", self.api)
         finally:
-            self._session = None
             self._grant = None
-            await session.close()
 
     # -- Auth -------------------------------------------------------------------------------
 
@@ -237,6 +197,11 @@ class SignIn:
             await self._fresh()
             return True
 
+    def secrets(self) -> Iterator[str]:
+        yield self._login.password.reveal()
+        if self._grant is not None:
+            yield self._grant.token.reveal()
+
     # -- the parts each API fills in --------------------------------------------------------
 
     def _headers_for(self, token: str) -> dict[str, str]:
@@ -257,13 +222,13 @@ class SignIn:
 
     def _raise_if_failed(self) -> None:
         if self._failed is not None:
-            raise AuthRefused(str(self._failed))
+            raise type(self._failed)(str(self._failed))
 
     async def _fresh(self) -> Grant:
         try:
             grant = await self._sign_in()
         except _NoAnswer as exc:
-            self._failed = AuthRefused(self._scrub(f"cannot sign in to {self.api}: {exc}"))
+            self._failed = AuthRefused(self._t.scrub(f"cannot sign in to {self.api}: {exc}"))
             raise AuthRefused(str(self._failed)) from None
         except AuthRefused as exc:
             self._failed = exc
@@ -277,7 +242,7 @@ class SignIn:
         except _NoAnswer as exc:
             # The token still holds: go on with it, and try again a little later.
             log.warning("%s: renewing the sign-in failed (%s); trying again shortly", self.api,
-                        self._scrub(str(exc)))
+                        self._t.scrub(str(exc)))
             later = self._clock() + RENEW_AGAIN_S
             fresh = dataclasses.replace(grant, renew_at=later)
         except AuthRefused as exc:
@@ -287,6 +252,7 @@ class SignIn:
         return fresh
 
     def _grant_of(self, token: str, expires: object) -> Grant:
+        self._t.learn([token])
         now = self._clock()
         left = seconds_left(expires)
         headers = self._headers_for(token)
@@ -297,21 +263,10 @@ class SignIn:
         margin = min(RENEW_SHARE * left, RENEW_MAX_S)
         return Grant(Secret(token), headers, now + left - margin, now + left)
 
-    def _secrets(self) -> Iterator[str]:
-        yield self._login.password.reveal()
-        if self._grant is not None:
-            yield self._grant.token.reveal()
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets():
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
-    def _refused(self, status: int, body: Any) -> AuthRefused:
+    def _refused(self, reply: Reply) -> AuthRefused:
         return AuthRefused(
-            self._scrub(
-                f"{self.api} refused the sign-in (HTTP {status}): {server_words(body)}; "
+            self._t.scrub(
+                f"{self.api} refused the sign-in (HTTP {reply.status}): {server_words(reply)}; "
                 "not tried again: the server slows down repeated failed sign-ins"
             )
         )
@@ -323,39 +278,16 @@ class SignIn:
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
-        tries: int = 1 + SIGNIN_RETRIES,
+        retries: int | None = None,
         timeout_s: float | None = None,
-    ) -> tuple[int, Any]:
-        """The status and decoded body of the first real answer; a lost connection, a timeout
-        or a 429/502/503/504 is tried again up to `tries` times in all."""
-        if self._session is None:
-            raise RuntimeError("use the sign-in as `async with` first")
-        wait_s = self._timeout_s if timeout_s is None else timeout_s
-        timeout = aiohttp.ClientTimeout(total=wait_s)
-        url = self._base + path
-        last = "no answer"
-        delay = _RETRY_BASE_S
-        for attempt in range(tries):
-            if attempt:
-                await asyncio.sleep(delay)
-                delay *= 2
-            try:
-                async with self._session.request(
-                    method, url, json=json, params=params, timeout=timeout
-                ) as resp:
-                    status = resp.status
-                    raw = await resp.read()
-                    after = parse_retry_after(resp.headers.get("Retry-After"))
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                last = _describe(exc, wait_s)
-                continue
-            if status in _RETRY_STATUSES:
-                last = f"HTTP {status}"
-                if after is not None:
-                    delay = max(delay, min(after, _RETRY_AFTER_CAP_S))
-                continue
-            return status, _decode(raw)
-        raise _NoAnswer(last)
+    ) -> Reply:
+        """The first real answer, through the run's transport and its retry policy; raises
+        _NoAnswer when there was none (no answer, or a gateway or rate refusal to the end)."""
+        reply = await self._t.send(method, path, json=json, params=params, credentials=False,
+                                   retries=retries, timeout_s=timeout_s)
+        if reply.status is None or reply.status in RETRYABLE_STATUSES:
+            raise _NoAnswer(reply.error or f"HTTP {reply.status}")
+        return reply
 
 
 class AdaxesSignIn(SignIn):
@@ -367,48 +299,48 @@ class AdaxesSignIn(SignIn):
 
     def __init__(
         self,
+        transport: Transport,
         *,
-        base_url: str,
         login: Login,
-        ssl: ssl_module.SSLContext | bool = True,
-        timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(base_url=base_url, login=login, ssl=ssl, timeout_s=timeout_s,
-                         clock=clock)
+        super().__init__(transport, login=login, clock=clock)
         self._sessions: list[Secret] = []  # every session this run opened, to end at sign-out
         self._patch = True  # False once the server showed it has no PATCH renewal
 
     def _headers_for(self, token: str) -> dict[str, str]:
         return {"Adm-Authorization": token}
 
-    def _secrets(self) -> Iterator[str]:
-        yield from super()._secrets()
+    def secrets(self) -> Iterator[str]:
+        yield from super().secrets()
         yield from (s.reveal() for s in self._sessions)
 
     async def _sign_in(self) -> Grant:
         login = {"username": self._login.username, "password": self._login.password.reveal()}
-        status, body = await self._call("POST", "/api/authSessions/create", json=login)
-        session = _text(body, "sessionId")
-        if not 200 <= status < 300 or session is None:
-            raise self._refused(status, body)
+        reply = await self._call("POST", "/api/authSessions/create", json=login)
+        session = _text(reply.body, "sessionId")
+        if not reply.ok or session is None:
+            raise self._refused(reply)
+        self._t.learn([session])
         self._sessions.append(Secret(session))
-        status, body = await self._call("POST", "/api/auth", json={"sessionId": session})
-        token = _text(body, "token")
-        if not 200 <= status < 300 or token is None:
-            raise self._refused(status, body)
-        return self._grant_of(token, body.get("expiresAtUtc"))
+        reply = await self._call("POST", "/api/auth", json={"sessionId": session})
+        token = _text(reply.body, "token")
+        if not reply.ok or token is None:
+            raise self._refused(reply)
+        assert isinstance(reply.body, dict)
+        return self._grant_of(token, reply.body.get("expiresAtUtc"))
 
     async def _refresh(self, grant: Grant) -> Grant:
         if self._patch:
-            status, body = await self._call(
-                "PATCH", "/api/auth", json={"token": grant.token.reveal()}, tries=2
+            reply = await self._call(
+                "PATCH", "/api/auth", json={"token": grant.token.reveal()}, retries=1
             )
-            if 200 <= status < 300:
-                token = _text(body, "token") or grant.token.reveal()
+            if reply.ok:
+                token = _text(reply.body, "token") or grant.token.reveal()
+                body = reply.body
                 expires = body.get("expiresAtUtc") if isinstance(body, dict) else None
                 return self._grant_of(token, expires)
-            if status not in (401, 403):
+            if reply.status not in (401, 403):
                 # No renewal on this server (it is documented by third parties only).
                 self._patch = False
         # The token is no longer renewable (or renewal does not exist): a new sign-in.
@@ -421,14 +353,17 @@ class AdaxesSignIn(SignIn):
         requests += [("/api/authSessions", {"id": s.reveal()}) for s in reversed(self._sessions)]
         for path, params in requests:
             try:
-                status, _ = await self._call(
-                    "DELETE", path, params=params, tries=1, timeout_s=SIGN_OUT_TIMEOUT_S
+                reply = await self._call(
+                    "DELETE", path, params=params, retries=0, timeout_s=SIGN_OUT_TIMEOUT_S
                 )
             except _NoAnswer as exc:
                 log.warning("Adaxes sign-out (%s) got no answer: %s", path, exc)
                 continue
-            if not 200 <= status < 300 and status != 404:
-                log.warning("Adaxes sign-out (%s) answered HTTP %d", path, status)
+            except AuthRefused as exc:  # a redirect, a suspended tenant: nothing to end
+                log.warning("Adaxes sign-out (%s) refused: %s", path, exc)
+                continue
+            if not reply.ok and reply.status != 404:
+                log.warning("Adaxes sign-out (%s) answered HTTP %d", path, reply.status)
         self._sessions.clear()
 
 
@@ -445,34 +380,40 @@ class DocSpaceSignIn(SignIn):
 
     async def _sign_in(self) -> Grant:
         login = {"userName": self._login.username, "password": self._login.password.reveal()}
-        status, body = await self._call("POST", "/api/2.0/authentication", json=login)
-        answer = body.get("response") if isinstance(body, dict) else None
+        reply = await self._call("POST", "/api/2.0/authentication", json=login)
+        answer = reply.body.get("response") if isinstance(reply.body, dict) else None
         token = _text(answer, "token")
-        if 200 <= status < 300 and token is None:
-            # DocSpace answers without a token when the account needs a second factor.
+        if reply.ok and token is None and isinstance(answer, dict) and (
+            answer.get("tfa") or answer.get("sms")
+        ):
+            # DocSpace answers 200 without a token when the account needs a second factor.
             raise AuthRefused(
-                "DocSpace signed in without a token (two-factor sign-in is not supported): "
-                "use an API key with token_env or token_file instead"
+                f"DocSpace account {self._login.username} signs in with two-factor "
+                "authentication, which bulkgroups cannot do: use an API key "
+                "(token_env or token_file) instead"
             )
-        if not 200 <= status < 300 or token is None:
-            raise self._refused(status, body)
+        if not reply.ok or token is None:
+            raise self._refused(reply)
         assert isinstance(answer, dict)
         return self._grant_of(token, answer.get("expires"))
 
 
 def sign_in_for(
     kind: TargetKind,
-    *,
-    base_url: str,
+    transport: Transport,
     login: Login,
-    ssl: ssl_module.SSLContext | bool = True,
-    timeout_s: float = 30.0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SignIn:
     """The `Auth` that signs in with a user name and password (DocSpace: a personal access
-    token; Adaxes: the legacy session and token), keeps it fresh, and signs out when its
-    `async with` ends."""
+    token; Adaxes: the legacy session and token) through `transport`, keeps it fresh, and
+    signs out when its `async with` ends. It becomes the transport's `auth`."""
+    signin: SignIn
     if kind is TargetKind.DOCSPACE:
-        return DocSpaceSignIn(base_url=base_url, login=login, ssl=ssl, timeout_s=timeout_s)
-    if kind is TargetKind.ADAXES:
-        return AdaxesSignIn(base_url=base_url, login=login, ssl=ssl, timeout_s=timeout_s)
-    raise ValueError(f"unknown target kind {kind!r}")
+        signin = DocSpaceSignIn(transport, login=login, clock=clock)
+    elif kind is TargetKind.ADAXES:
+        signin = AdaxesSignIn(transport, login=login, clock=clock)
+    else:
+        raise ValueError(f"unknown target kind {kind!r}")
+    transport.auth = signin
+    return signin

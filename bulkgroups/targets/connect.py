@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bulkgroups.http.auth import Auth, auth_for
+from bulkgroups.http.auth import auth_for
 from bulkgroups.http.pacer import Pacer
 from bulkgroups.http.policy import RetryPolicy
 from bulkgroups.http.signin import Login, sign_in_for
-from bulkgroups.http.transport import Transport
+from bulkgroups.http.transport import ANSWER_LIMIT_BYTES, READ_LIMIT_BYTES, Transport
 from bulkgroups.job import Credentials, Job, JobError, load_credentials
 from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
@@ -29,9 +29,9 @@ from bulkgroups.targets.operations import POLL_LIMIT_FACTOR
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     base_url: str
-    # A fixed token, or for a username_env/password_env job the sign-in itself: an Auth
-    # that signs in on first use, renews, and signs out when `endpoint_for` ends.
-    token: Secret | Auth
+    # A fixed token, or for a username_env/password_env job the user name and password: the
+    # transport then signs in on first use, renews, and signs out when `connect` ends.
+    token: Secret | Login
 
 
 def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
@@ -40,38 +40,25 @@ def _sandbox_token(kind: TargetKind, state: Mapping[str, Any]) -> Secret:
     return Secret((state.get("adaxes", {}).get("tokens") or [""])[0])
 
 
-@contextlib.asynccontextmanager
-async def _credential(
-    job: Job, base_url: str, creds: Credentials, fallback: Secret | None
-) -> AsyncIterator[Secret | Auth]:
+def _credential(job: Job, creds: Credentials, fallback: Secret | None) -> Secret | Login:
     if creds.username is not None and creds.password is not None:
         # No request yet: the first one signs in, so that a refusal stops the run like any
-        # refused credential (exit 3); leaving this block signs out.
-        async with sign_in_for(
-            job.target.kind,
-            base_url=base_url,
-            login=Login(creds.username, creds.password),
-            ssl=_ssl(job),
-            timeout_s=job.limits.timeout_s,
-        ) as signin:
-            yield signin
-        return
+        # refused credential (exit 3).
+        return Login(creds.username, creds.password)
     token = creds.token or fallback
     if token is None:
         # load_job requires a credential source for any job that is not a sandbox one.
         raise JobError(job.path, "[target]", "names no credential (token_env, token_file, "
                        "or username_env with password_env)")
-    yield token
+    return token
 
 
 @contextlib.asynccontextmanager
 async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator[Endpoint]:
-    """The URL and credential to use; for a sandbox job, starts the embedded emulator first.
-    A sign-in ends (signs out) when this block does."""
+    """The URL and credential to use; for a sandbox job, starts the embedded emulator first."""
     creds = load_credentials(job, environ=environ)
     if not job.target.sandbox:
-        async with _credential(job, job.target.base_url, creds, None) as token:
-            yield Endpoint(job.target.base_url, token)
+        yield Endpoint(job.target.base_url, _credential(job, creds, None))
         return
     from bulkgroups.sandbox import Sandbox, make_state  # only sandbox jobs pay for it
 
@@ -83,8 +70,7 @@ async def endpoint_for(job: Job, *, environ: Mapping[str, str]) -> AsyncIterator
     async with Sandbox(state) as sb:
         url = sb.base_url if job.target.kind is TargetKind.DOCSPACE else sb.adaxes_url
         fallback = _sandbox_token(job.target.kind, state)
-        async with _credential(job, url, creds, fallback) as token:
-            yield Endpoint(url, token)
+        yield Endpoint(url, _credential(job, creds, fallback))
 
 
 def _ssl(job: Job) -> ssl.SSLContext | bool:
@@ -94,35 +80,62 @@ def _ssl(job: Job) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(job.target.ca_file))
 
 
+# Connections beyond the concurrency: a sign-in (which takes no concurrency slot) never
+# waits for a worker's connection while its timeout runs.
+_SPARE_CONNECTIONS = 2
+
+
 @contextlib.asynccontextmanager
 async def open_transport(job: Job, endpoint: Endpoint) -> AsyncIterator[Transport]:
-    """One session for the whole run, its pool sized to the concurrency so a request never
-    waits for a connection while its timeout runs; paced and retried as the job says. Reads
-    that are not a row's (export) go through this too."""
+    """The run's one HTTP session and transport (every request, sign-in included): its pool
+    sized to the concurrency so a request never waits for a connection while its timeout
+    runs; no cookie jar, so a cookie a server sets (a stale `asc_auth_key`) can never
+    override the credential header. A sign-in signs out before the session closes."""
     limits = job.limits
-    connector = aiohttp.TCPConnector(limit=limits.concurrency, ssl=_ssl(job))
+    connector = aiohttp.TCPConnector(limit=limits.concurrency + _SPARE_CONNECTIONS,
+                                     ssl=_ssl(job))
     async with aiohttp.ClientSession(
-        connector=connector, json_serialize_bytes=orjson.dumps, raise_for_status=False
+        connector=connector, json_serialize_bytes=orjson.dumps, raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
-        yield Transport(
+        token = endpoint.token
+        transport = Transport(
             session,
             base_url=endpoint.base_url,
-            auth=auth_for(job.target.kind, endpoint.token),
+            auth=auth_for(job.target.kind, token if isinstance(token, Secret) else Secret("")),
             pacer=Pacer(rate=limits.rate, concurrency=limits.concurrency),
             policy=RetryPolicy(max_retries=limits.max_retries),
             timeout_s=limits.timeout_s,
+            # DocSpace answers every member change with the whole group (all its members):
+            # those answers get the read limit, not the 1 MiB of a small answer.
+            answer_limit_bytes=(
+                READ_LIMIT_BYTES if job.target.kind is TargetKind.DOCSPACE
+                else ANSWER_LIMIT_BYTES
+            ),
         )
+        if isinstance(token, Secret):
+            yield transport
+            return
+        async with sign_in_for(job.target.kind, transport, token):
+            yield transport
 
 
 @contextlib.asynccontextmanager
 async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
-    """The job's target adapter over `open_transport`."""
+    """The target adapter for the run, over `open_transport`."""
     limits = job.limits
     async with open_transport(job, endpoint) as transport:
         yield make_target(job.target.kind, transport, precheck=limits.precheck,
                           protected=job.safety.protected, batch_size=limits.batch_size,
                           adm_wait_s=job.target.adm_wait_s,
                           poll_limit_s=limits.timeout_s * POLL_LIMIT_FACTOR)
+
+
+def requests_sent(target: Target) -> int:
+    """Requests the target's transport put on the wire so far, sign-in included (for the
+    summary: a run stopped before any row finished still sent these)."""
+    t = getattr(target, "_t", None)
+    return t.requests_sent if isinstance(t, Transport) else 0
 
 
 # Rows a run may hold at once: with batching, enough to fill `concurrency` requests of
