@@ -1,10 +1,20 @@
-"""Identifier checks: is this string a DocSpace UUID, or an Adaxes DN, GUID or SID? Pure."""
+"""Identifiers, one place: is this string a DocSpace UUID or an Adaxes DN, GUID or SID, and
+when do two spellings name the same object (`norm_id`, `ident`). Pure.
+
+Every comparison of ids in bulkgroups goes through `norm_id`: the protected guard, dedupe,
+group == to_group, the adapters' membership checks, `plan` and `undo`. One definition, so that
+a protected DN spelled another way (case, spaces, escapes, NFC or NFD) is protected exactly
+when an adapter would treat it as the same object.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 
 from bulkgroups.model import TargetKind
 
@@ -36,8 +46,6 @@ _ATV = f"{_ATTR}={_VALUE}"
 _DN_RE = re.compile(f"{_ATV}(?:[,+]{_ATV})*")
 _ATV_RE = re.compile(f"({_ATTR})=({_VALUE})([,+]?)")
 _UNESCAPE_RE = re.compile(rf"\\({_HEX}{{2}})|\\(.)", re.DOTALL)
-# Characters re-escaped in the canonical form of a DN value.
-_MUST_ESCAPE = frozenset('\\,+";<>=')
 
 
 def is_uuid(s: str) -> bool:
@@ -81,47 +89,102 @@ def id_problem(kind: TargetKind, value: str) -> str | None:
     return None if is_adaxes_id(value) else "not a DN, GUID or SID"
 
 
-def norm_id(value: str) -> str:
-    """The form two ids are compared in (protected lists, duplicates, group == to_group).
+# A GUID as Windows and the APIs write it: braces optional, dashes optional, any case.
+_LOOSE_GUID_RE = re.compile(
+    rf"\{{?({_HEX}{{8}})-?({_HEX}{{4}})-?({_HEX}{{4}})-?({_HEX}{{4}})-?({_HEX}{{12}})\}}?"
+)
+# Characters kept escaped in the canonical form of a DN value, so that the joined key reads
+# one way only ("cn=a\,b" is one RDN, "cn=a,b" two).
+_SPECIAL = frozenset(',+="\\<>;#')
 
-    Case never matters to either target. Beyond `casefold()`, a braced GUID loses its braces
-    and a DN is put in one spelling (no spaces around separators, one way of escaping, the
-    values of a multi-valued RDN sorted), so that a protected "CN=Admins, OU=IT" still
-    matches a row that says "cn=admins,ou=it".
-    """
+
+class IdKind(StrEnum):
+    DN = "dn"  # also anything that is no known id (compared as stripped, NFC, casefolded text)
+    GUID = "guid"
+    SID = "sid"
+
+
+@dataclass(frozen=True, slots=True)
+class Ident:
+    """An identifier's kind and its comparison key (`norm_id`)."""
+
+    kind: IdKind
+    key: str
+
+
+def ident(value: str) -> Ident:
+    """Classify an id and give its comparison key (never for sending: the original spelling
+    is what goes on the wire)."""
     s = value.strip()
-    if s.startswith("{") and _GUID_RE.fullmatch(s) is not None:
-        s = s[1:-1]
-    elif "=" in s:
-        s = _canonical_dn(s)
-    return s.casefold()
+    if _SID_RE.fullmatch(s) is not None:
+        return Ident(IdKind.SID, s.casefold())
+    if _LOOSE_GUID_RE.fullmatch(s) is not None:
+        return Ident(IdKind.GUID, guid_key(s))
+    return Ident(IdKind.DN, _text_key(s))
+
+
+def norm_id(value: str) -> str:
+    """The form two ids are compared in: equal exactly when both name the same object.
+
+    Case never matters to either target. A GUID loses braces (and gains dashes); a SID is
+    casefolded (`s-1-5-…`); a DN is put in one spelling (no spaces around separators, one way
+    of escaping, hex escapes decoded as UTF-8, the values of a multi-valued RDN sorted,
+    Unicode in NFC), so a protected "CN=Café, OU=IT" (NFD) matches a row's "cn=café,ou=it".
+    Anything else is stripped, NFC-normalised and casefolded.
+    """
+    return ident(value).key
+
+
+def guid_key(value: str) -> str:
+    """A GUID without braces, casefolded, in the dashed 8-4-4-4-12 form."""
+    m = _LOOSE_GUID_RE.fullmatch(value.strip())
+    if m is None:
+        return _fold(value.strip())
+    return "-".join(m.groups()).casefold()
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN's comparison key (see `norm_id`); a string that is no DN is only folded."""
+    return _text_key(dn.strip())
+
+
+def _fold(text: str) -> str:
+    # casefold first, NFC after: NFD "E" + U+0301 and NFC "É" both end as NFC "é".
+    return unicodedata.normalize("NFC", text.casefold())
+
+
+def _text_key(s: str) -> str:
+    if "=" in s:
+        return _canonical_dn(s)
+    return _fold(s)
 
 
 @functools.lru_cache(maxsize=4096)
 def _canonical_dn(dn: str) -> str:
     # Cached: the same few group DNs come back on row after row.
     if _DN_RE.fullmatch(dn) is None:
-        return dn
+        return _fold(dn)
     if "\\" not in dn and "+" not in dn and "#" not in dn:
-        # Nothing escaped and no multi-valued RDN: every "," and "=" is a separator.
+        # Nothing escaped and no multi-valued RDN: every "," and "=" is a separator, and no
+        # value holds a character that would need escaping (the DN check refuses them bare).
         return ",".join(
-            f"{attr.strip()}={value.strip(' ')}"
+            f"{_fold(attr.strip())}={_fold(value.strip(' '))}"
             for attr, value in (atv.split("=", 1) for atv in dn.split(","))
         )
     rdns: list[list[str]] = [[]]
     for m in _ATV_RE.finditer(dn):
         attr, value, sep = m.groups()
-        rdns[-1].append(f"{attr.strip().casefold()}={_canonical_value(value)}")
+        rdns[-1].append(f"{_fold(attr.strip())}={_canonical_value(value)}")
         if sep == ",":
             rdns.append([])
-    return ",".join("+".join(sorted(rdn, key=str.casefold)) for rdn in rdns)
+    return ",".join("+".join(sorted(rdn)) for rdn in rdns)
 
 
 def _canonical_value(value: str) -> str:
-    if value.startswith("#"):  # BER-encoded: compare the hex digits as written
-        return value.strip()
+    if value.startswith("#"):  # BER-encoded: compare the hex digits, any case
+        return value.strip().casefold()
     if "\\" not in value:
-        return value.strip(" ")
+        return _fold(value.strip(" "))
     raw = bytearray()
     pos = 0
     for m in _UNESCAPE_RE.finditer(value):
@@ -133,7 +196,24 @@ def _canonical_value(value: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        # Hex escapes that are not UTF-8: leave the value as written rather than guess.
-        return value.strip(" ")
-    out = "".join(f"\\{c}" if c in _MUST_ESCAPE else c for c in text.strip(" "))
-    return f"\\{out}" if out.startswith("#") else out
+        # Hex escapes that are not UTF-8: keep the value as written rather than guess.
+        return _fold(value.strip(" "))
+    # Unescaped padding was cut by the DN grammar's spaces; a value's own (escaped) leading
+    # or trailing space is data and stays, escaped, so it cannot be read as padding.
+    body = _fold(_strip_padding(value, text))
+    out = "".join("\\" + c if c in _SPECIAL else c for c in body)
+    if out.endswith(" "):
+        out = out[:-1] + "\\ "
+    if out.startswith(" "):
+        out = "\\" + out
+    return out
+
+
+def _strip_padding(value: str, text: str) -> str:
+    """`text` (the decoded value) without the unescaped spaces that padded `value`."""
+    lead = len(value) - len(value.lstrip(" "))
+    trail_raw = value.rstrip(" ")
+    trail = len(value) - len(trail_raw)
+    if trail and trail_raw.endswith("\\") and not trail_raw.endswith("\\\\"):
+        trail -= 1  # "a\ " ends in an escaped space: data, not padding
+    return text[lead : len(text) - trail if trail else None]

@@ -1,208 +1,50 @@
 """`bulkgroups plan`: what a job would do to the live groups, without changing anything.
 
-Every group the rows name is read once (GET only, paced at the job's rate). Then each row is
-classified against those member lists in input order, as if every earlier change had been
-made, so that a duplicate row, or a removal followed by an add, reads the way the run will
-meet it. The classification is pure (`judge`, `classify`, `apply`, `tally`); the reads are in
-the last section.
+Every group the rows name is read once, through the run's own adapter (`membership`: the
+read its precheck makes; GETs only, paced at the job's rate). Then each row is decided by the
+adapter's own `decide` — the same pure function `run` calls after its precheck — in input
+order, each change applied (`effect`) before the next row, so that a duplicate row, or a
+removal followed by an add, reads the way the run will meet it. This module only tallies:
+it holds no HTTP code, no API path and no rule of either API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
-from bulkgroups.http.transport import Transport
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import InvalidRow, Op, Row, TargetKind
+from bulkgroups.model import InvalidRow, Item, Row, SkippedRow, TargetKind
 from bulkgroups.rows.guard import count_changes, guard
 from bulkgroups.rows.readers import read_rows
-from bulkgroups.targets.adaxes import Members as AdaxesMembers
-from bulkgroups.targets.connect import Endpoint, endpoint_for, open_transport
-from bulkgroups.targets.dn import ident
-from bulkgroups.targets.docspace import member_ids
-from bulkgroups.targets.members import reason
+from bulkgroups.targets.base import Adapter
+from bulkgroups.targets.connect import connect, endpoint_for
+from bulkgroups.targets.decision import Decision, Kind, Lookup, Membership, Unreadable, effect
 
-Verdict = Literal["change", "already", "fail", "invalid"]
-Key = tuple[str, str]  # (kind of identifier, comparison key)
-
-# --- identifiers ---------------------------------------------------------------------------
-
-
-def docspace_key(value: str) -> Key:
-    return ("id", value.strip().casefold())
-
-
-def adaxes_key(value: str) -> Key:
-    i = ident(value)  # DN normalised, GUID casefolded without braces, SID upper-cased
-    return (i.kind.value, i.key)
-
-
-def key_for(kind: TargetKind) -> Callable[[str], Key]:
-    return docspace_key if kind is TargetKind.DOCSPACE else adaxes_key
-
-
-def group_key(kind: TargetKind, group: str) -> str:
-    """One string per group, however the input spells it (case, DN spacing, GUID braces)."""
-    k = key_for(kind)(group)
-    return f"{k[0]}:{k[1]}"
-
-
-# --- member lists --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Member:
-    name: str
-    keys: dict[str, str]  # identifier kind -> comparison key, for the kinds the list gave
-
-
-class GroupMembers:
-    """One group's direct members as read, changed in place as the plan's rows are applied."""
-
-    __slots__ = ("_key", "members")
-
-    def __init__(self, members: Iterable[Member], key: Callable[[str], Key]) -> None:
-        self.members = list(members)
-        self._key = key
-
-    def has(self, member: str) -> bool | None:
-        """True/False when the list settles it; None when some member lacks this kind of
-        identifier (a row names a SID that the list does not carry)."""
-        kind, key = self._key(member)
-        unsure = False
-        for m in self.members:
-            have = m.keys.get(kind)
-            if have is None:
-                unsure = True
-            elif have == key:
-                return True
-        return None if unsure else False
-
-    def add(self, member: str) -> None:
-        if self.has(member) is not True:
-            kind, key = self._key(member)
-            self.members.append(Member(member, {kind: key}))
-
-    def discard(self, member: str) -> None:
-        kind, key = self._key(member)
-        self.members = [m for m in self.members if m.keys.get(kind) != key]
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """A group that could not be read; `reason` is what every row naming it fails with."""
-
-    reason: str
-
-
-MembersOf = Callable[[str], GroupMembers | Unreadable]
-
-
-# --- classification ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Judgement:
-    verdict: Verdict
-    reason: str | None = None  # why it would fail
-    unsure: bool = False  # the member list could not settle it; counted as the run will try
-
-
-def judge(row: Row, members_of: MembersOf, protected: frozenset[str] = frozenset()
-          ) -> Judgement:
-    """What the run would do with `row`, given the groups' members: the same decisions the
-    target adapters make after their precheck. `protected` holds `norm_id` forms: a
-    move_all that would carry a protected member along is refused as `invalid`."""
-    src = members_of(row.group)
-    if isinstance(src, Unreadable):
-        return Judgement("fail", src.reason)
-    if row.op is Op.REMOVE:
-        present = src.has(row.member)
-        return Judgement("already" if present is False else "change", unsure=present is None)
-    if row.op is Op.ADD:
-        present = src.has(row.member)
-        return Judgement("already" if present is True else "change", unsure=present is None)
-    if row.op is Op.MOVE_ALL:
-        # The run reads the source first and does nothing more when it is empty.
-        if len(src) == 0:
-            return Judgement("already")
-        if protected and any(_is_protected(m, protected) for m in src.members):
-            return Judgement("invalid", "protected")
-        dst = members_of(row.to_group)
-        if isinstance(dst, Unreadable):
-            return Judgement("fail", dst.reason)
-        return Judgement("change")
-    if row.op is Op.MOVE:
-        dst = members_of(row.to_group)
-        if isinstance(dst, Unreadable):
-            return Judgement("fail", dst.reason)
-        in_src, in_dst = src.has(row.member), dst.has(row.member)
-        if in_src is False and in_dst is True:
-            return Judgement("already")
-        if in_src is False and in_dst is False:
-            return Judgement(
-                "fail", f"member is not in group {row.group} (nor in {row.to_group})"
-            )
-        return Judgement("change", unsure=in_src is None or in_dst is None)
-    return Judgement("fail", f"unsupported op {row.op!r}")
-
-
-def _is_protected(m: Member, protected: frozenset[str]) -> bool:
-    return any(norm_id(v) in protected for v in (m.name, *m.keys.values()) if v)
-
-
-def classify(row: Row, members_of: MembersOf, protected: frozenset[str] = frozenset()
-             ) -> Verdict:
-    """The verdict alone: change, already or fail ("invalid" only for a move_all that
-    would carry a protected member along)."""
-    return judge(row, members_of, protected).verdict
-
-
-def apply(row: Row, members_of: MembersOf) -> None:
-    """Make the row's change in the member lists, so that later rows see it."""
-    src = members_of(row.group)
-    if isinstance(src, Unreadable):
-        return
-    if row.op is Op.REMOVE:
-        src.discard(row.member)
-    elif row.op is Op.ADD:
-        src.add(row.member)
-    elif row.op in (Op.MOVE, Op.MOVE_ALL):
-        dst = members_of(row.to_group)
-        if isinstance(dst, Unreadable):
-            return
-        if row.op is Op.MOVE:
-            dst.add(row.member)
-            src.discard(row.member)
-        else:
-            for m in src.members:
-                if not any(d.keys.get(k) == v for d in dst.members for k, v in m.keys.items()):
-                    dst.members.append(m)
-            src.members = []
+Decide = Callable[[Row, Lookup], Decision]
+# Sees each row's decision, with the memberships as they stand just before the row's change
+# (a saved plan writes it down; the group guard counts the removals).
+Record = Callable[[Row | InvalidRow, Decision, Lookup], None]
 
 
 class Snapshot:
-    """The member lists read, looked up by any spelling of a group."""
+    """The memberships read, looked up by any spelling of a group (`norm_id`)."""
 
-    __slots__ = ("_groups", "_kind")
+    __slots__ = ("_groups",)
 
-    def __init__(self, kind: TargetKind, groups: Mapping[str, GroupMembers | Unreadable]) -> None:
-        self._kind = kind
-        self._groups = dict(groups)  # by group_key
+    def __init__(self, groups: Mapping[str, Membership | Unreadable]) -> None:
+        self._groups = {norm_id(g): m for g, m in groups.items()}
 
-    def __call__(self, group: str) -> GroupMembers | Unreadable:
-        found = self._groups.get(group_key(self._kind, group))
+    def __call__(self, group: str) -> Membership | Unreadable:
+        found = self._groups.get(norm_id(group))
         return found if found is not None else Unreadable(f"group {group} was not read")
+
+    def __len__(self) -> int:
+        return len(self._groups)
 
 
 # --- the tally -----------------------------------------------------------------------------
@@ -215,8 +57,8 @@ class Counts:
     fail: int = 0
     invalid: int = 0
 
-    def add(self, what: Verdict) -> None:
-        setattr(self, what, getattr(self, what) + 1)
+    def add(self, what: Kind) -> None:
+        setattr(self, what.value, getattr(self, what.value) + 1)
 
     def to_json(self) -> dict[str, int]:
         return {"change": self.change, "already": self.already, "fail": self.fail,
@@ -231,8 +73,10 @@ class Plan:
     groups: dict[str, Counts] = field(default_factory=dict)  # as the input first names them
     failures: Counter[str] = field(default_factory=Counter)  # reason -> rows
     invalid_reasons: Counter[str] = field(default_factory=Counter)
+    # Rows counted as change whose outcome the read cannot tell, by why (business rules,
+    # a SID the list did not carry, hidden members that could not be read).
+    unsure: Counter[str] = field(default_factory=Counter)
     protected: int = 0
-    unsure: int = 0
     groups_read: int = 0
 
     @property
@@ -249,6 +93,7 @@ class Plan:
         return {
             "total": self.total.to_json(),
             "groups": {g: c.to_json() for g, c in self.groups.items()},
+            "unsure": dict(self.unsure),
             "safety": {
                 "max_changes": self.max_changes,
                 "changes": self.changes,
@@ -257,44 +102,49 @@ class Plan:
             },
         }
 
+    def count(self, item: Item, decision: Decision, label: str | None) -> None:
+        self.total.add(decision.kind)
+        if label is not None:
+            self.groups.setdefault(label, Counts()).add(decision.kind)
+        if decision.kind is Kind.FAIL:
+            self.failures[decision.reason or "unknown"] += 1
+        elif decision.kind is Kind.INVALID:
+            self.invalid_reasons[decision.reason or "invalid"] += 1
+            self.protected += decision.reason == "protected"
+        elif decision.kind is Kind.CHANGE and decision.unsure is not None:
+            self.unsure[decision.unsure] += 1
+
 
 def tally(
-    items: Iterable[Row | InvalidRow],
-    members_of: MembersOf,
+    items: Iterable[Item],
+    members_of: Lookup,
+    decide: Decide,
     *,
-    kind: TargetKind,
     max_changes: int,
     changes: int,
-    protected: frozenset[str] = frozenset(),
+    record: Record | None = None,
 ) -> Plan:
-    """Classify every row in input order, applying each change before the next row."""
+    """Decide every row in input order, applying each change before the next row."""
     plan = Plan(max_changes=max_changes, changes=changes)
-    names: dict[str, str] = {}  # group_key -> the spelling shown
+    names: dict[str, str] = {}  # norm_id -> the spelling shown
     for item in items:
-        label: str | None = None
-        if item.group.strip():
-            label = names.setdefault(group_key(kind, item.group), item.group.strip())
-        per = plan.groups.setdefault(label, Counts()) if label is not None else None
+        label = names.setdefault(norm_id(item.group), item.group.strip()) \
+            if item.group.strip() else None
         if isinstance(item, InvalidRow):
-            plan.total.add("invalid")
-            if per is not None:
-                per.add("invalid")
-            plan.invalid_reasons[item.reason] += 1
-            if item.reason == "protected":
-                plan.protected += 1
+            invalid = Decision(Kind.INVALID, item.reason)
+            plan.count(item, invalid, label)
+            if record is not None:
+                record(item, invalid, members_of)
             continue
-        j = judge(item, members_of, protected)
-        plan.total.add(j.verdict)
-        if per is not None:
-            per.add(j.verdict)
-        if j.verdict == "fail":
-            plan.failures[j.reason or "unknown"] += 1
-        elif j.verdict == "invalid":
-            plan.invalid_reasons[j.reason or "invalid"] += 1
-            plan.protected += j.reason == "protected"
-        elif j.verdict == "change":
-            plan.unsure += j.unsure
-            apply(item, members_of)
+        if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
+            plan.count(item, Decision(Kind.ALREADY, item.reason), label)
+            continue
+        decision = decide(item, members_of)
+        plan.count(item, decision, label)
+        if record is not None:
+            record(item, decision, members_of)
+        if decision.kind is Kind.CHANGE:
+            effect(item, members_of)
     return plan
 
 
@@ -325,11 +175,8 @@ def render_text(plan: Plan, *, job: str, kind: TargetKind, target: str) -> str:
         lines += ["", "invalid (never sent; `bulkgroups validate` lists them by line):"]
         lines += [f"  {n:>6,}  {why}" for why, n in plan.invalid_reasons.most_common(10)]
     if plan.unsure:
-        lines += ["", f"{plan.unsure:,} rows name a member by an identifier the member list "
-                  "did not carry (a SID): counted as change; the run decides when it gets there"]
-    if kind is TargetKind.ADAXES and plan.total.change:
-        lines += ["", "Adaxes business rules (approval, denial) do not show in a read: a row "
-                  "counted as change may end pending or failed"]
+        lines += ["", "counted as change, but the read cannot tell how they end:"]
+        lines += [f"  {n:>6,}  {why}" for why, n in plan.unsure.most_common(10)]
     verdict = (
         f"would refuse (exit 3): pass --max-changes {plan.changes} or --yes to allow it"
         if plan.would_refuse else "ok"
@@ -346,54 +193,18 @@ def render_text(plan: Plan, *, job: str, kind: TargetKind, target: str) -> str:
 
 # --- reading the groups --------------------------------------------------------------------
 
-_DOCSPACE_GROUP = "/api/2.0/group/"
-_ADAXES_MEMBERS = "/api/directoryObjects/groupMembers"
-
-
-@contextlib.asynccontextmanager
-async def reader(job: Job, endpoint: Endpoint) -> AsyncIterator[Transport]:
-    """A transport for reads: the run's own (session, pacing, retries, sign-in)."""
-    async with open_transport(job, endpoint) as t:  # http: one transport (issue 12.5)
-        yield t
-
-
-async def read_group(t: Transport, kind: TargetKind, group: str) -> GroupMembers | Unreadable:
-    """One GET: the group's direct members. Neither API pages a member list."""
-    key = key_for(kind)
-    if kind is TargetKind.DOCSPACE:
-        reply = await t.send("GET", _DOCSPACE_GROUP + quote(group.strip(), safe=""))
-        ids = member_ids(reply.body) if reply.ok else None
-        if ids is not None:
-            return GroupMembers((Member(i, {"id": i.strip().casefold()}) for i in ids), key)
-    else:
-        # objectSid lets rows that name members by SID be settled too, when the server
-        # lists it.
-        params = {"group": group, "properties": "objectSid"}
-        reply = await t.send("GET", _ADAXES_MEMBERS, params=params)
-        parsed = AdaxesMembers.parse(reply.body) if reply.ok else None
-        if parsed is not None:
-            return GroupMembers(
-                (Member(e.name, {k.value: v for k, v in e.keys.items()}) for e in parsed.entries),
-                key,
-            )
-    if reply.status == 404:
-        return Unreadable(f"group {group} not found (404)")
-    if reply.ok:
-        return Unreadable(f"unexpected answer reading group {group}")
-    return Unreadable(f"cannot read group {group}: {reason(reply)}")
-
 
 async def read_groups(
-    t: Transport, kind: TargetKind, groups: Iterable[str], *, workers: int
-) -> dict[str, GroupMembers | Unreadable]:
-    """Every group once, by group_key; the pacer keeps the reads at the job's rate."""
+    target: Adapter, groups: Iterable[str], *, workers: int
+) -> dict[str, Membership | Unreadable]:
+    """Every group once; the adapter's pacer keeps the reads at the job's rate."""
     todo = list(groups)
     queue = iter(todo)  # shared by the workers: each takes the next group
-    out: dict[str, GroupMembers | Unreadable] = {}
+    out: dict[str, Membership | Unreadable] = {}
 
     async def work() -> None:
         for group in queue:
-            out[group_key(kind, group)] = await read_group(t, kind, group)
+            out[group] = await target.membership(group)
 
     await asyncio.gather(*(work() for _ in range(max(1, min(workers, len(todo))))))
     return out
@@ -408,32 +219,39 @@ def _rows(job: Job) -> Iterator[Row | InvalidRow]:
 
 
 def _noting_groups(
-    items: Iterable[Row | InvalidRow], kind: TargetKind, seen: dict[str, str]
+    items: Iterable[Row | InvalidRow], seen: dict[str, str]
 ) -> Iterator[Row | InvalidRow]:
     for item in items:
         if isinstance(item, Row):
             for g in (item.group, item.to_group):
                 if g:
-                    seen.setdefault(group_key(kind, g), g)
+                    seen.setdefault(norm_id(g), g)
         yield item
 
 
-async def make_plan(job: Job, *, environ: Mapping[str, str]) -> Plan:
-    """Read the input twice (once for the groups, once to classify) and every group once.
+async def make_plan(
+    job: Job,
+    *,
+    environ: Mapping[str, str],
+    record: Record | None = None,
+    on_read: Callable[[Mapping[str, Membership | Unreadable]], None] | None = None,
+) -> Plan:
+    """Read the input twice (once for the groups, once to decide) and every group once.
     Raises JobError, InputError, or AuthRefused when the credentials are
     refused; sends nothing but GETs."""
     if job.input.select is not None:  # export's hook: plan the rows the selection finds now
         from bulkgroups.export.write import to_temp
 
         async with to_temp(job, environ=environ) as (exported, _):
-            return await make_plan(exported, environ=environ)
-    kind = job.target.kind
+            return await make_plan(exported, environ=environ, record=record, on_read=on_read)
     groups: dict[str, str] = {}
-    changes = count_changes(_noting_groups(_rows(job), kind, groups))
-    async with endpoint_for(job, environ=environ) as endpoint, reader(job, endpoint) as t:
-        read = await read_groups(t, kind, groups.values(), workers=job.limits.concurrency)
-    plan = tally(_rows(job), Snapshot(kind, read), kind=kind,
-                 max_changes=job.safety.max_changes, changes=changes,
-                 protected=job.safety.protected)
+    changes = count_changes(_noting_groups(_rows(job), groups))
+    async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
+        read = await read_groups(target, groups.values(), workers=job.limits.concurrency)
+        if on_read is not None:
+            on_read(read)  # before any row's change is applied to the reads
+        snapshot = Snapshot(read)
+        plan = tally(_rows(job), snapshot, target.decide,
+                     max_changes=job.safety.max_changes, changes=changes, record=record)
     plan.groups_read = len(read)
     return plan

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,22 @@ from bulkgroups import __version__
 from bulkgroups.cli import console
 from bulkgroups.engine import Pipeline, StopReason, now_iso
 from bulkgroups.export.directory import ReadFailed
-from bulkgroups.export.write import ExportSummary, for_run
+from bulkgroups.export.write import ExportSummary, exported_job, for_run
 from bulkgroups.http.auth import AuthRefused
+from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import Item, Status
+from bulkgroups.model import Item, Status, TargetKind
+from bulkgroups.planning.checks import differences, file_sha256
+from bulkgroups.planning.gate import guard_active, hold_for_review, over_limit_text
+from bulkgroups.planning.planfile import read_header
+from bulkgroups.planning.snapshot import (
+    OnReadHook,
+    SnapshotWriter,
+    read_snapshots,
+    snapshot_hook,
+    snapshot_path,
+)
+from bulkgroups.planning.source import check_plan, plan_items, plan_over_limit
 from bulkgroups.results.file import Fingerprint, ResultsWriter, read_meta, write_meta
 from bulkgroups.results.lock import Locked, run_lock
 from bulkgroups.results.resume import FinishedRows, unfinished
@@ -58,6 +70,7 @@ class RunRequest:
     max_changes: int | None = None  # overrides [safety] max_changes for this run
     yes: bool = False  # no max_changes cap for this run
     quiet: bool = False
+    plan: Path | None = None  # `apply`: run exactly this plan's rows (checked at send time)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -94,7 +107,8 @@ def _exit_code(pipeline: Pipeline, earlier_invalid: int) -> int:
     if pipeline.stopping:
         return _EXIT_FOR_STOP[pipeline.reason]
     by = pipeline.tally.by_status
-    return EXIT_ROWS if by[Status.FAILED] or by[Status.INVALID] or earlier_invalid else EXIT_OK
+    attention = any(by[s] for s in Status if s.needs_attention)
+    return EXIT_ROWS if attention or earlier_invalid else EXIT_OK
 
 
 async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | None = None) -> int:
@@ -127,6 +141,9 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         )
 
     def rows() -> Iterator[Item]:
+        if req.plan is not None:
+            planned = plan_items(req.plan, resumed=req.resume)
+            return unfinished(planned, done) if done is not None else planned
         # dedupe before unfinished: a resume must see the rows a run finished to know which
         # later rows repeat them.
         items = dedupe(guard(
@@ -136,19 +153,13 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
         ))
         return unfinished(items, done) if done is not None else items
 
-    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
-    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
-    # and then the rows need not be parsed an extra time before the run.
-    over_possible = not req.yes and count_lines(job.input.path) + 1 > cap
-    if over_possible and (changes := count_changes(rows())) > cap:
-        raise RunRefused(
-            f"the input holds {changes:,} rows that would change something, over the "
-            f"max_changes cap of {cap:,}: nothing was sent; check the input, then pass "
-            f"--max-changes {changes} or --yes to allow it for this run",
-            code=EXIT_REFUSED,
-        )
+    if req.plan is not None:
+        _check_apply(job, req)
+    elif not req.resume:
+        await _hold_for_review(job, req, environ, rows)
 
-    run_record: dict[str, Any] = {"command": "resume" if req.resume else "run",
+    command = "resume" if req.resume else "apply" if req.plan is not None else "run"
+    run_record: dict[str, Any] = {"command": command,
                                   "started_at": now_iso(), "pid": os.getpid()}
     meta = {
         **(prior or {}),
@@ -165,11 +176,14 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     if selected is not None:
         run_record["selected"] = {"rows": selected.written, "groups": len(selected.groups),
                                   "unreadable": [g.group for g in selected.unreadable]}
+    if req.plan is not None:
+        meta["plan"] = str(req.plan.resolve())
     write_meta(req.results, meta)
     started = time.monotonic()
     writer = ResultsWriter(req.results)
     try:
         async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:
+            target.on_read = _snapshots(job, req.results)
             show = not req.quiet
             total = count_lines(job.input.path) if show and console.is_tty() else None
             with console.LiveProgress(total=total, enabled=show) as progress:
@@ -202,10 +216,21 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str]) -> 
     return code
 
 
+def _planned_input(plan: Path) -> Path:
+    planned = Path(read_header(plan).input)
+    if not planned.is_file():
+        raise RunRefused(f"{plan}: the rows it was planned from ({planned}) are gone",
+                         code=EXIT_USAGE)
+    return planned
+
+
 async def _select(job: Job, req: RunRequest, environ: Mapping[str, str]
                   ) -> tuple[Job, ExportSummary | None]:
     """A job with `[input] select`: export its rows beside the results (a resume uses the
-    first run's file), say what was selected, and point the job at it."""
+    first run's file), say what was selected, and point the job at it. An `apply` (and its
+    resume) runs the rows its plan was made from: the file the held run selected."""
+    if req.plan is not None:
+        return exported_job(job, _planned_input(req.plan)), None
     # The pipeline's signal handlers come later: until then a signal stops the reads at once
     # (nothing has been sent, no results exist) and the run exits 130/143 as documented.
     loop = asyncio.get_running_loop()
@@ -244,6 +269,68 @@ async def _select(job: Job, req: RunRequest, environ: Mapping[str, str]
             console.err.print(f"bulkgroups: {g.group}: could not be read ({g.error}); no rows "
                               "selected from it", markup=False)
     return job, summary
+
+
+def _snapshots(job: Job, results: Path) -> OnReadHook:
+    """Each group's membership as first read, before the run changes it (exact undo). A
+    resume keeps the snapshots of the first run: they are the state before it all."""
+    path = snapshot_path(results)
+    writer = SnapshotWriter(path, seen=read_snapshots(path))
+    return snapshot_hook(writer, key=norm_id, now=now_iso,
+                         hidden_unknown=job.target.kind is TargetKind.DOCSPACE)
+
+
+def _over_cap(job: Job, req: RunRequest, rows: Callable[[], Iterator[Item]]) -> str | None:
+    cap = job.safety.max_changes if req.max_changes is None else req.max_changes
+    # A record takes at least a line: a file with no more lines than the cap cannot exceed it,
+    # and then the rows need not be parsed an extra time before the run.
+    if req.yes or count_lines(job.input.path) + 1 <= cap:
+        return None
+    changes = count_changes(rows())
+    if changes <= cap:
+        return None
+    return (f"the input holds {changes:,} rows that would change something, over the "
+            f"max_changes cap of {cap:,} (pass --max-changes {changes} or --yes to allow it "
+            "for this run)")
+
+
+async def _hold_for_review(job: Job, req: RunRequest, environ: Mapping[str, str],
+                           rows: Callable[[], Iterator[Item]]) -> None:
+    """Approval, the max_changes cap and the group guard: a run that must be looked at
+    first is refused (exit 3) with a plan written for review."""
+    over = _over_cap(job, req, rows)
+    try:
+        held = await hold_for_review(job, results=req.results, environ=environ,
+                                     why_first=over, guard=not req.yes)
+    except (OSError, AuthRefused) as exc:
+        if over is None:
+            raise
+        raise RunRefused(f"{over}: nothing was sent (no plan could be written: {exc})",
+                         code=EXIT_REFUSED) from None
+    if held is not None:
+        raise RunRefused(held.message(), code=EXIT_REFUSED)
+
+
+def _check_apply(job: Job, req: RunRequest) -> None:
+    """A plan runs only against the job, input and target it was made for; its removals
+    still answer to the group guard."""
+    assert req.plan is not None
+    header = read_header(req.plan)
+    fp = Fingerprint.of(job.input.path)
+    differ = differences(
+        header, job_sha256=file_sha256(job.path),
+        target={"kind": job.target.kind.value, "base_url": job.target.base_url},
+        input_path=job.input.path.resolve(),
+        input_fingerprint={"size": fp.size, "sha256": fp.sha256},
+    )
+    if differ:
+        raise RunRefused(f"{req.plan}: " + "; ".join(differ) + ": plan again", code=EXIT_USAGE)
+    check_plan(req.plan)
+    if req.yes or not guard_active(job):
+        return
+    over = plan_over_limit(req.plan, header, job)
+    if over:
+        raise RunRefused(over_limit_text(over, job), code=EXIT_REFUSED)
 
 
 def _report(pipeline: Pipeline, req: RunRequest, *, elapsed_s: float, code: int,

@@ -65,9 +65,10 @@ def write_job(
     # One request per row unless a test is about batching.
     merged = {"rate": 1000, "concurrency": 10, "timeout_s": 5, "batch_size": 1, **(limits or {})}
     lines += [f"{k} = {_toml(v)}" for k, v in merged.items()]
-    if safety:
-        lines.append("[safety]")
-        lines += [f"{k} = {_toml(v)}" for k, v in safety.items()]
+    # The group guard is off unless a test is about it: most tests empty groups on purpose.
+    merged_safety = {"max_group_removal": 1.0, **(safety or {})}
+    lines.append("[safety]")
+    lines += [f"{k} = {_toml(v)}" for k, v in merged_safety.items()]
     job = folder / "job.toml"
     job.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return job

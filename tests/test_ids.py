@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 
 import pytest
 
-from bulkgroups.identity import id_check, id_problem, is_adaxes_id, is_uuid, norm_id
-from bulkgroups.model import TargetKind
+from bulkgroups.identity import (
+    IdKind,
+    id_check,
+    id_problem,
+    ident,
+    is_adaxes_id,
+    is_uuid,
+    norm_id,
+)
+from bulkgroups.model import InvalidRow, Op, Row, SkippedRow, TargetKind
+from bulkgroups.rows.dedupe import dedupe
+from bulkgroups.rows.guard import guard
+from bulkgroups.targets.adaxes import Members as AdaxesMembers
+from bulkgroups.targets.docspace import DsMembers
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -171,3 +184,55 @@ def test_norm_id_of_anything_else_is_casefolded() -> None:
     """A string that is no known id is only stripped and case-folded."""
     assert norm_id("  Straße ") == "strasse"
     assert norm_id("CN=a=b") == "cn=a=b"
+
+
+# -- one identity, shared by dedupe, the guard and both adapters -----------------------------
+
+CAFE_NFC = unicodedata.normalize("NFC", "CN=Café,OU=IT,DC=x")
+CAFE_NFD = unicodedata.normalize("NFD", "cn=café, ou=it,dc=x")
+GUID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+SPELLINGS = [
+    (CAFE_NFC, CAFE_NFD),
+    (r"CN=Caf\C3\A9,OU=IT,DC=x", CAFE_NFD),
+    (r"CN=Lee\, Ann,DC=x", r"cn=lee\2C ann , dc=x"),
+    (GUID, "{" + GUID.upper() + "}"),
+    (GUID, GUID.replace("-", "").upper()),
+    ("S-1-5-21-1-2-3-1100", "s-1-5-21-1-2-3-1100"),
+]
+
+
+def test_nfc_and_nfd_spellings_are_one_id() -> None:
+    assert CAFE_NFC != CAFE_NFD
+    assert norm_id(CAFE_NFC) == norm_id(CAFE_NFD)
+    assert ident(CAFE_NFC) == ident(CAFE_NFD)
+
+
+@pytest.mark.parametrize(("a", "b"), SPELLINGS)
+def test_a_protected_id_spelled_the_other_way_is_protected(a: str, b: str) -> None:
+    """The guard, given `a` as protected (as the job stores it), refuses a row naming `b`."""
+    row = Row(1, 2, Op.REMOVE, "CN=G,DC=x", b)
+    [out] = list(guard([row], frozenset({norm_id(a)})))
+    assert isinstance(out, InvalidRow) and out.reason == "protected"
+
+
+@pytest.mark.parametrize(("a", "b"), SPELLINGS)
+def test_dedupe_takes_the_other_spelling_for_a_duplicate(a: str, b: str) -> None:
+    rows = [Row(1, 2, Op.REMOVE, "CN=G,DC=x", a), Row(2, 3, Op.REMOVE, "cn=g, dc=x", b)]
+    first, second = list(dedupe(rows))
+    assert first == rows[0]
+    assert isinstance(second, SkippedRow) and second.reason == "duplicate of row 1"
+
+
+@pytest.mark.parametrize(("a", "b"), SPELLINGS)
+def test_adapters_find_the_member_by_the_other_spelling(a: str, b: str) -> None:
+    """Adaxes: a list entry carrying `a` (as DN, GUID or SID) holds a row's `b`; DocSpace
+    compares its GUIDs the same way; both refuse a move_all carrying a protected member."""
+    kind = ident(a).kind
+    field = {IdKind.DN: "dn", IdKind.GUID: "guid", IdKind.SID: "sid"}[kind]
+    listed = AdaxesMembers.parse([{field: a}])
+    assert listed is not None and listed.has(b) is True
+    assert listed.carries(frozenset({norm_id(b)}))
+    if kind is IdKind.GUID:
+        ds = DsMembers([a])
+        assert ds.lists(b) and ds.has(b) is True
+        assert ds.carries(frozenset({norm_id(b)}))

@@ -1,5 +1,6 @@
-"""`bulkgroups plan`: the pure classification, and plan against a seeded sandbox matching
-what `bulkgroups run` then does, for both APIs, with nothing but GETs sent while planning."""
+"""`bulkgroups plan`: the adapters' pure decisions tallied, and plan against a seeded sandbox
+matching what `bulkgroups run` then does, for both APIs, with nothing but GETs sent while
+planning."""
 
 from __future__ import annotations
 
@@ -11,22 +12,14 @@ from typing import Any
 
 import orjson
 
+from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
-from bulkgroups.plan import (
-    GroupMembers,
-    Member,
-    Snapshot,
-    Unreadable,
-    adaxes_key,
-    apply,
-    classify,
-    docspace_key,
-    group_key,
-    judge,
-    render_text,
-    tally,
-)
+from bulkgroups.plan import Snapshot, render_text, tally
 from bulkgroups.sandbox import Sandbox, make_state
+from bulkgroups.targets import adaxes, docspace
+from bulkgroups.targets.adaxes import Members as AdaxesMembers
+from bulkgroups.targets.decision import Decision, Kind, Lookup, Membership, Unreadable, effect
+from bulkgroups.targets.docspace import DsMembers
 from tests.support import (
     AX_TOKEN,
     DS_TOKEN,
@@ -54,16 +47,28 @@ ANN_SID = "S-1-5-21-1004336348-1177238915-682003330-1100"
 BEN = "CN=Ben Smith,OU=Users,DC=example,DC=com"
 
 
+def ds_group(members: list[str], hidden: tuple[str, ...] = ()) -> DsMembers:
+    group = DsMembers(members)
+    group.hidden = {norm_id(h) for h in hidden}
+    return group
+
+
 def ds_snapshot(groups: dict[str, list[str]], missing: tuple[str, ...] = ()) -> Snapshot:
-    known: dict[str, GroupMembers | Unreadable] = {
-        group_key(TargetKind.DOCSPACE, g): GroupMembers(
-            (Member(m, {"id": m.casefold()}) for m in members), docspace_key
-        )
-        for g, members in groups.items()
-    }
+    known: dict[str, Membership | Unreadable] = {g: ds_group(m) for g, m in groups.items()}
     for g in missing:
-        known[group_key(TargetKind.DOCSPACE, g)] = Unreadable(f"group {g} not found (404)")
-    return Snapshot(TargetKind.DOCSPACE, known)
+        known[g] = Unreadable(f"group {g} not found (404)")
+    return Snapshot(known)
+
+
+def judge(r: Row, snap: Lookup, protected: frozenset[str] = frozenset(),
+          decide: Any = docspace.decide) -> Decision:
+    d: Decision = decide(r, snap, protected)
+    return d
+
+
+def classify(r: Row, snap: Lookup, protected: frozenset[str] = frozenset(),
+             decide: Any = docspace.decide) -> str:
+    return judge(r, snap, protected, decide).kind.value
 
 
 def row(op: Op, group: str, member: str = "", to_group: str = "", n: int = 1) -> Row:
@@ -80,6 +85,37 @@ def test_remove_and_add_against_the_member_list() -> None:
     assert classify(row(Op.ADD, G1, C), snap) == "change"
 
 
+def test_decisions_name_their_precondition() -> None:
+    """Each decision says the membership fact it rests on, which a fresh read re-checks."""
+    snap = ds_snapshot({G1: [A, B], G2: [C]})
+    d = judge(row(Op.REMOVE, G1, A), snap)
+    assert (d.kind, d.precondition_text) == (Kind.CHANGE, f"member in group {G1}")
+    d = judge(row(Op.MOVE, G1, A, G2), snap)
+    assert d.precondition_text == f"member in group {G1}; member not in group {G2}"
+    assert d.add
+    d = judge(row(Op.MOVE, G2, C, G1), ds_snapshot({G2: [], G1: [C]}))
+    assert (d.kind, d.precondition_text) == (
+        Kind.ALREADY, f"member not in group {G2}; member in group {G1}")
+    facts = judge(row(Op.REMOVE, G1, A), snap).precondition
+    assert [f.holds(snap) for f in facts] == [True]
+    assert [f.holds(ds_snapshot({G1: [B]})) for f in facts] == [False]
+
+
+def test_docspace_hidden_terminated_members() -> None:
+    """A member not listed may be a hidden terminated one: removing it is a change when the
+    terminated members read says so, already when it proves the member absent, and unsure
+    (sent anyway) when they could not be read. A hidden member cannot be moved: adds skip
+    terminated accounts."""
+    snap = Snapshot({G1: ds_group([A], hidden=(B,)), G2: ds_group([])})
+    assert classify(row(Op.REMOVE, G1, B), snap) == "change"
+    assert classify(row(Op.REMOVE, G1, C), snap) == "already"
+    assert classify(row(Op.ADD, G1, B), snap) == "already"
+    moved = judge(row(Op.MOVE, G1, B, G2), snap)
+    assert moved.kind is Kind.FAIL and "terminated" in (moved.reason or "")
+    d = judge(row(Op.REMOVE, G1, C), Snapshot({G1: DsMembers([A])}))
+    assert d.kind is Kind.CHANGE and d.unsure == docspace.HIDDEN_UNKNOWN
+
+
 def test_move_source_destination_and_neither() -> None:
     """move: change from the source, already when only in the destination, fail in neither."""
     snap = ds_snapshot({G1: [A, B], G2: [B, C]})
@@ -87,7 +123,7 @@ def test_move_source_destination_and_neither() -> None:
     assert classify(row(Op.MOVE, G1, B, G2), snap) == "change"  # in both: still leaves G1
     assert classify(row(Op.MOVE, G1, C, G2), snap) == "already"
     j = judge(row(Op.MOVE, G2, A, G3), ds_snapshot({G2: [B], G3: []}))
-    assert j.verdict == "fail" and j.reason == f"member is not in group {G2} (nor in {G3})"
+    assert j.kind is Kind.FAIL and j.reason == f"member is not in group {G2} (nor in {G3})"
 
 
 def test_move_all_counts_one_row() -> None:
@@ -101,8 +137,8 @@ def test_move_all_carrying_a_protected_member_is_invalid() -> None:
     """Like the run, a move_all whose source holds a protected id is refused as invalid."""
     snap = ds_snapshot({G1: [A, B], G2: []})
     r = row(Op.MOVE_ALL, G1, to_group=G2)
-    assert classify(r, snap, frozenset({B.casefold()})) == "invalid"
-    assert classify(r, snap, frozenset({C.casefold()})) == "change"
+    assert classify(r, snap, frozenset({norm_id(B)})) == "invalid"
+    assert classify(r, snap, frozenset({norm_id(C)})) == "change"
 
 
 def test_unknown_groups_fail() -> None:
@@ -111,41 +147,61 @@ def test_unknown_groups_fail() -> None:
     for r in (row(Op.REMOVE, GONE, A), row(Op.ADD, GONE, A), row(Op.MOVE, G1, A, GONE),
               row(Op.MOVE, GONE, A, G1), row(Op.MOVE_ALL, G1, to_group=GONE)):
         j = judge(r, snap)
-        assert j.verdict == "fail" and j.reason == f"group {GONE} not found (404)", r
+        assert j.kind is Kind.FAIL and j.reason == f"group {GONE} not found (404)", r
 
 
-def ax_members(*members: dict[str, str]) -> GroupMembers:
-    return GroupMembers((Member(m.get("dn", ""), dict(m)) for m in members), adaxes_key)
+def ax_members(*members: dict[str, Any]) -> AdaxesMembers:
+    parsed = AdaxesMembers.parse(list(members))
+    assert parsed is not None
+    return parsed
 
 
 def test_adaxes_compares_dn_guid_and_sid_the_directory_way() -> None:
     """DNs compare normalised (case, spaces, escapes), GUIDs casefolded with braces off."""
-    ann = {"dn": adaxes_key(ANN)[1], "guid": ANN_GUID}
-    snap = Snapshot(TargetKind.ADAXES, {group_key(TargetKind.ADAXES, SALES): ax_members(ann)})
+    snap = Snapshot({SALES: ax_members({"dn": ANN, "guid": ANN_GUID})})
     spellings = ["cn=lee\\, ann, ou=users, dc=example, dc=com", "CN=Lee\\2C Ann,OU=Users,"
                  "DC=example,DC=com", "{" + ANN_GUID.upper() + "}"]
     for who in spellings:
-        assert classify(row(Op.REMOVE, "cn=sales, ou=groups,dc=example,dc=com", who), snap) \
-            == "change", who
-    assert classify(row(Op.REMOVE, SALES, BEN), snap) == "already"
+        assert classify(row(Op.REMOVE, "cn=sales, ou=groups,dc=example,dc=com", who), snap,
+                        decide=adaxes.decide) == "change", who
+    assert classify(row(Op.REMOVE, SALES, BEN), snap, decide=adaxes.decide) == "already"
 
 
 def test_sid_rows_use_the_sid_when_listed_and_count_as_change_when_not() -> None:
-    """With objectSid listed a SID row is settled; without it the run decides (change)."""
-    with_sid = {"dn": adaxes_key(ANN)[1], "sid": ANN_SID}
-    listed = Snapshot(TargetKind.ADAXES,
-                      {group_key(TargetKind.ADAXES, SALES): ax_members(with_sid)})
-    assert classify(row(Op.REMOVE, SALES, ANN_SID.lower()), listed) == "change"
-    assert classify(row(Op.REMOVE, SALES, ANN_SID[:-1] + "9"), listed) == "already"
-    unlisted = Snapshot(TargetKind.ADAXES,
-                        {group_key(TargetKind.ADAXES, SALES): ax_members({"dn": "cn=x"})})
-    j = judge(row(Op.REMOVE, SALES, ANN_SID), unlisted)
-    assert j.verdict == "change" and j.unsure
+    """With objectSid listed (an array, as Adaxes answers) a SID row is settled; without it
+    the run decides (change, unsure)."""
+    listed = Snapshot({SALES: ax_members({"dn": ANN, "properties": {"objectSid": [ANN_SID]}})})
+    assert classify(row(Op.REMOVE, SALES, ANN_SID.lower()), listed,
+                    decide=adaxes.decide) == "change"
+    assert classify(row(Op.REMOVE, SALES, ANN_SID[:-1] + "9"), listed,
+                    decide=adaxes.decide) == "already"
+    unlisted = Snapshot({SALES: ax_members({"dn": "CN=x,DC=y"})})
+    j = judge(row(Op.REMOVE, SALES, ANN_SID), unlisted, decide=adaxes.decide)
+    assert j.kind is Kind.CHANGE and j.unsure == adaxes.SID_UNKNOWN
+
+
+def test_every_adaxes_change_says_business_rules_may_intervene() -> None:
+    """A read cannot see approval or denial rules: each Adaxes change says so."""
+    snap = Snapshot({SALES: ax_members({"dn": ANN}), SUPPORT: ax_members()})
+    for r in (row(Op.REMOVE, SALES, ANN), row(Op.ADD, SUPPORT, BEN),
+              row(Op.MOVE, SALES, ANN, SUPPORT)):
+        j = judge(r, snap, decide=adaxes.decide)
+        assert (j.kind, j.unsure) == (Kind.CHANGE, adaxes.BUSINESS_RULES), r
+    assert judge(row(Op.REMOVE, SALES, BEN), snap, decide=adaxes.decide).unsure is None
+
+
+def test_adaxes_list_cut_at_the_size_limit_settles_nothing_absent() -> None:
+    """A list as long as the sizeLimit asked for may have been cut: absence proves nothing."""
+    cut = AdaxesMembers.parse([{"dn": f"CN=u{i},DC=x"} for i in range(3)])
+    assert cut is not None
+    cut.whole = False
+    assert cut.has("CN=u1,DC=x") is True
+    assert cut.has("CN=other,DC=x") is None
 
 
 def _plan(items: list[Row | InvalidRow], snap: Snapshot, cap: int = 10) -> Any:
     valid = sum(isinstance(i, Row) for i in items)
-    return tally(items, snap, kind=TargetKind.DOCSPACE, max_changes=cap, changes=valid)
+    return tally(items, snap, docspace.decide, max_changes=cap, changes=valid)
 
 
 def test_rows_see_the_changes_of_earlier_rows() -> None:
@@ -162,7 +218,7 @@ def test_rows_see_the_changes_of_earlier_rows() -> None:
         assert isinstance(item, Row)
         verdicts.append(classify(item, snap))
         if verdicts[-1] == "change":
-            apply(item, snap)
+            effect(item, snap)
     assert verdicts == ["change", "already", "change", "change", "change", "already",
                         "already"]
     fresh = ds_snapshot({G1: [A, B], G2: [C], G3: []})
@@ -192,6 +248,7 @@ def test_counts_per_group_invalid_protected_and_safety() -> None:
             G2: {"change": 1, "already": 0, "fail": 0, "invalid": 1},
             GONE: {"change": 0, "already": 0, "fail": 1, "invalid": 0},
         },
+        "unsure": {},
         "safety": {"max_changes": 3, "changes": 4, "would_refuse": True, "protected": 1},
     }
     assert plan.exit_code == 1
@@ -211,8 +268,7 @@ def test_nothing_to_fail_exits_0() -> None:
 # --- against the sandbox -------------------------------------------------------------------
 
 # Until `plan` is registered in bulkgroups.cli.main, register it for the subprocess here.
-_CLI = ("from bulkgroups.cli.main import cli; from bulkgroups.cli.schedule import plan_command; "
-        "cli.add_command(plan_command, 'plan'); cli(prog_name='bulkgroups')")
+_CLI = "from bulkgroups.cli import main; main()"
 
 
 async def plan_cli(*args: str, token: str) -> Done:
@@ -234,14 +290,14 @@ def _run_counts(results: Path, kind: TargetKind) -> tuple[Counter[str], dict[str
         verdict = _AS_PLAN[o["status"]]
         total[verdict] += 1
         if o["group"]:
-            per.setdefault(group_key(kind, o["group"]), Counter())[verdict] += 1
+            per.setdefault(norm_id(o["group"]), Counter())[verdict] += 1
     return total, per
 
 
 def _plan_counts(plan: dict[str, Any], kind: TargetKind
                  ) -> tuple[Counter[str], dict[str, Counter[str]]]:
     total = Counter({k: v for k, v in plan["total"].items() if v})
-    per = {group_key(kind, g): Counter({k: v for k, v in c.items() if v})
+    per = {norm_id(g): Counter({k: v for k, v in c.items() if v})
            for g, c in plan["groups"].items()}
     return total, per
 
@@ -276,7 +332,10 @@ async def test_docspace_plan_matches_the_run(tmp_path: Path) -> None:
         done = await plan_cli(str(job), "--json", token=DS_TOKEN)
         assert done.code == 1, done.stderr
         assert {e.method for e in sb.log} == {"GET"}
-        assert len(sb.log) == 5  # g0, g1, g2, g3 and the unknown one, once each
+        # g0, g1, g2, g3 and the unknown one, once each; the four known ones' hidden
+        # (terminated) members once each.
+        paths = Counter(e.path.split("?")[0] for e in sb.log)
+        assert len(sb.log) == 9 and paths["/api/2.0/people/filter"] == 4
         assert sb.dump()["docspace"]["groups"] == state["docspace"]["groups"]
         plan = orjson.loads(done.stdout)
         ran = await run_cli("run", str(job), "--quiet")
@@ -284,7 +343,7 @@ async def test_docspace_plan_matches_the_run(tmp_path: Path) -> None:
     # The last move_all would carry the protected member along: invalid, like the run says.
     assert plan["total"] == {"change": 7, "already": 4, "fail": 2, "invalid": 3}
     assert plan["safety"] == {"max_changes": 5000, "changes": 14, "would_refuse": False,
-                              "protected": 2}
+                              "protected": 2, "group_guard": []}
     kind = TargetKind.DOCSPACE
     assert _plan_counts(plan, kind) == _run_counts(tmp_path / "results.jsonl", kind)
 
@@ -293,7 +352,7 @@ async def test_adaxes_plan_matches_the_run(tmp_path: Path) -> None:
     """Adaxes by DN, GUID and SID: plan sends only GETs; its counts are the run's."""
     state = make_state(adaxes_groups=4, adaxes_members=12)
     objects = state["adaxes"]["objects"]
-    g0, g1, g2, g3 = [dn for dn, o in objects.items() if o["type"] == "group"]
+    g0, g1, g2, g3 = [dn for dn, o in objects.items() if o["type"] == "group"][:4]
     users = [dn for dn, o in objects.items() if o["type"] == "user"]
     for g, members in ((g0, users[:10]), (g1, users[10:16]), (g2, []), (g3, users[16:20])):
         objects[g]["members"] = members
@@ -328,20 +387,35 @@ async def test_adaxes_plan_matches_the_run(tmp_path: Path) -> None:
     assert _plan_counts(plan, kind) == _run_counts(tmp_path / "results.jsonl", kind)
 
 
-async def test_plan_text_exit_0_and_refused_credentials_exit_3(tmp_path: Path) -> None:
-    """A clean plan prints the table and exits 0; a wrong token exits 3; a bad job 2."""
+async def test_plan_text_exit_as_the_run_and_refused_credentials_exit_3(tmp_path: Path) -> None:
+    """A plan prints the table and exits as the run would: 3 over max_changes, 0 under it;
+    a wrong token exits 3; a bad job 2."""
     async with Sandbox(make_state()) as sb:
         g0 = next(iter(sb.dump()["docspace"]["groups"]))
         members = sorted(sb.dump()["docspace"]["groups"][g0]["members"])
         rows = [{"op": "remove", "group": g0, "member": m} for m in members[:3]]
         job = write_job(tmp_path, sb, rows=rows, safety={"max_changes": 2})
         done = await plan_cli(str(job), token=DS_TOKEN)
-        assert done.code == 0, done.stderr
+        assert done.code == 3, done.stderr
         assert f"{g0}         3         0         0         0" in done.stdout
         assert "would refuse (exit 3): pass --max-changes 3" in done.stdout
+        job.write_text(job.read_text().replace("max_changes = 2", "max_changes = 3"))
+        assert (await plan_cli(str(job), token=DS_TOKEN)).code == 0
         refused = await plan_cli(str(job), token="sk-wrong")
         assert refused.code == 3 and "401" in refused.stderr
         assert {e.method for e in sb.log} == {"GET"}
     (tmp_path / "bad.toml").write_text("[job]\n", encoding="utf-8")
     bad = await plan_cli(str(tmp_path / "bad.toml"), token=DS_TOKEN)
     assert bad.code == 2 and "bad.toml" in bad.stderr
+
+
+def test_a_duplicate_row_is_already_done() -> None:
+    """A copy of an earlier row (dedupe's SkippedRow) is the run's noop: already."""
+    from bulkgroups.model import SkippedRow
+    items: list[Any] = [
+        row(Op.REMOVE, G1, A, n=1),
+        SkippedRow(row=2, line=3, op=Op.REMOVE, group=G1, member=A, to_group="",
+                   reason="duplicate of row 1"),
+    ]
+    plan = tally(items, ds_snapshot({G1: [A]}), docspace.decide, max_changes=10, changes=1)
+    assert plan.total.to_json() == {"change": 1, "already": 1, "fail": 0, "invalid": 0}

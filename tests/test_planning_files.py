@@ -11,7 +11,6 @@ import pytest
 
 from bulkgroups.planning.group_guard import over_limit, refusal_text
 from bulkgroups.planning.planfile import (
-    Condition,
     PlanFileError,
     PlanHeader,
     PlannedRow,
@@ -26,6 +25,7 @@ from bulkgroups.planning.snapshot import (
     read_snapshots,
     snapshot_path,
 )
+from bulkgroups.targets.decision import Fact
 
 HEADER = PlanHeader(
     job="/jobs/j.toml", job_sha256="ab" * 32, target={"kind": "docspace", "base_url": "http://x"},
@@ -35,9 +35,9 @@ HEADER = PlanHeader(
 )
 ROWS = [
     PlannedRow(1, 2, "remove", "g1", "m1", "", "change",
-               pre=(Condition("g1", "m1", present=True),)),
+               pre=(Fact("g1", "m1", present=True),)),
     PlannedRow(2, 3, "remove", "g1", "m9", "", "already", reason="member not in group"),
-    PlannedRow(3, 4, "move_all", "g1", "", "g2", "change", pre=(Condition("g1", digest="d1"),)),
+    PlannedRow(3, 4, "move_all", "g1", "", "g2", "change", pre=(Fact("g1", "", present=True),)),
 ]
 
 
@@ -115,3 +115,56 @@ def test_snapshots_keep_the_first_state_and_survive_a_torn_tail(tmp_path: Path) 
     assert len(p.read_bytes()) > len(whole)
     assert read_snapshots(tmp_path / "none.gz") == {}
     os.chmod(p, 0o600)
+
+
+def test_restore_reverses_only_what_changed_and_lists_what_cannot_be_put_back() -> None:
+    from bulkgroups.identity import norm_id
+    from bulkgroups.planning.restore import changes_of, restore
+
+    snaps = {
+        norm_id("G"): GroupSnapshot("G", "t", (SnapMember("a"), SnapMember("b"),
+                                               SnapMember("g1", kind="guest")), True),
+        norm_id("T"): GroupSnapshot("T", "t", (SnapMember("x"),), True),
+    }
+    changes = [
+        *changes_of("remove", "G", "A", "", None, None),  # a member, other case: put back
+        *changes_of("remove", "G", "zz", "", None, None),  # not listed: hidden terminated?
+        *changes_of("move", "G", "b", "T", None, None),  # moved: moved back
+        *changes_of("remove", "G", "g1", "", None, None),  # a guest: cannot be put back
+        *changes_of("add", "T", "x", "", None, None),  # already there: changed nothing
+        *changes_of("add", "T", "new", "", None, None),  # joined: taken out again
+        *changes_of("remove", "Other", "q", "", None, None),  # no snapshot: results decide
+    ]
+    r = restore(changes, snaps, key=norm_id, kind="docspace")
+    assert sorted(r.rows) == sorted([("add", "G", "A", ""), ("move", "T", "b", "G"),
+                                     ("remove", "T", "new", "")])
+    assert {(u.member, u.why.split(":")[0]) for u in r.cannot} == {
+        ("zz", "not listed before the run"), ("g1", "a guest")}
+    assert r.unchanged == 1
+    assert [c.member for c in r.unsnapped] == ["q"]
+    # Adaxes puts guests back like anyone and a member not listed was not a member.
+    ad = restore(changes, snaps, key=norm_id, kind="adaxes")
+    assert ("add", "G", "g1", "") in ad.rows
+    assert all(u.member != "zz" for u in ad.cannot) and ad.unchanged == 2
+
+
+def test_stale_reason_compares_the_plan_with_the_fresh_decision() -> None:
+    from bulkgroups.model import Op
+    from bulkgroups.planning.checks import CheckedRow, stale_reason
+    from bulkgroups.targets.decision import Decision, Kind
+
+    planned = CheckedRow(1, 2, Op.REMOVE, "G", "m", pre=(Fact("G", "m", present=True),))
+    gone = Decision(Kind.ALREADY, precondition=(Fact("G", "m", present=False),))
+    still = Decision(Kind.CHANGE, precondition=(Fact("G", "m", present=True),))
+    assert stale_reason(planned, still) is None
+    assert stale_reason(planned, gone) == "member already left group G after the plan"
+    add = CheckedRow(1, 2, Op.ADD, "G", "m", pre=(Fact("G", "m", present=False),))
+    assert stale_reason(add, Decision(Kind.ALREADY, precondition=(Fact("G", "m", True),))) \
+        == "member joined group G after the plan"
+    # A hidden member the fresh read cannot settle: sent, as a run would.
+    assert stale_reason(planned, Decision(Kind.CHANGE, unsure="hidden")) is None
+    # A resumed apply's own earlier change is no drift.
+    resumed = CheckedRow(1, 2, Op.REMOVE, "G", "m", pre=planned.pre, resumed=True)
+    assert stale_reason(resumed, gone) is None
+    from bulkgroups.model import Row
+    assert stale_reason(Row(1, 2, Op.REMOVE, "G", "m"), gone) is None

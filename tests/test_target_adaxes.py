@@ -12,14 +12,14 @@ import aiohttp
 import pytest
 
 from bulkgroups.http.auth import auth_for
+from bulkgroups.identity import IdKind, guid_key, ident, normalize_dn
 from bulkgroups.model import Op, Result, Row, Status, TargetKind
 from bulkgroups.sandbox import Faults, Sandbox, SandboxConfig, make_state
 from bulkgroups.sandbox.faults import FaultBox
 from bulkgroups.secret import Secret
-from bulkgroups.targets.adaxes import AdaxesTarget, Members
+from bulkgroups.targets.adaxes import SIZE_LIMIT, AdaxesTarget, Members
 from bulkgroups.targets.base import Target
 from bulkgroups.targets.connect import make_target
-from bulkgroups.targets.dn import IdKind, guid_key, ident, normalize_dn
 from tests.support import fast_transport
 
 SALES = "CN=Sales,OU=Groups,DC=example,DC=com"  # holds every awkward DN of make_state
@@ -259,7 +259,8 @@ async def test_member_by_sid_refusal_is_checked_by_sid(
     box: Sandbox, client: aiohttp.ClientSession
 ) -> None:
     """By SID, a refused removal reads the members with properties=objectSid and compares
-    SIDs in any case: the SID is absent, so noop; a DN row's read asks for no property."""
+    SIDs in any case: the SID is absent, so noop. Every read asks for the SIDs and for the
+    whole list (sizeLimit far above the 1000 of older versions)."""
     m, other = sorted(groups(box)[RND])[:2]
     sid = users(box)[m]["sid"]
     before = groups(box)
@@ -268,10 +269,11 @@ async def test_member_by_sid_refusal_is_checked_by_sid(
     again = await tg.apply(row(Op.REMOVE, RND, sid.lower()))
     assert again == Result(Status.NOOP, http_status=200, attempts=1)
     assert calls(box) == [f"DELETE {RND}", f"DELETE {RND}", f"GET {RND}"]
-    assert parse_qs(box.log[2].query) == {"group": [RND], "properties": ["objectSid"]}
+    whole = {"group": [RND], "properties": ["objectSid"], "sizeLimit": [str(SIZE_LIMIT)]}
+    assert parse_qs(box.log[2].query) == whole
     assert (await tg.apply(row(Op.REMOVE, RND, other))).status is Status.OK
     assert (await tg.apply(row(Op.REMOVE, RND, other))).status is Status.NOOP
-    assert parse_qs(box.log[-1].query) == {"group": [RND]}
+    assert parse_qs(box.log[-1].query) == whole
     before[RND] -= {m, other}
     assert groups(box) == before
 
@@ -306,7 +308,9 @@ async def test_precheck_by_sid_reads_the_sids(box: Sandbox, client: aiohttp.Clie
     results = await asyncio.gather(*(tg.apply(r) for r in rows))
     assert {r.status for r in results} == {Status.NOOP}
     assert calls(box) == [f"GET {RND}"]
-    assert parse_qs(box.log[0].query) == {"group": [RND], "properties": ["objectSid"]}
+    assert parse_qs(box.log[0].query) == {
+        "group": [RND], "properties": ["objectSid"], "sizeLimit": [str(SIZE_LIMIT)]
+    }
     assert groups(box) == before
 
 
@@ -653,3 +657,20 @@ async def test_factory_builds_the_adaxes_adapter(
     auth = auth_for(TargetKind.ADAXES, Secret("adm-x"))
     assert await auth.headers() == {"Adm-Authorization": "adm-x"}
     assert isinstance(target(box, client, precheck=False), AdaxesTarget)
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"objectSid": ["S-1-5-21-1-2-3-1100"]},  # current versions: every value an array
+        {"objectSid": "S-1-5-21-1-2-3-1100"},  # other versions: a plain string
+        [{"propertyName": "objectSid", "values": ["S-1-5-21-1-2-3-1100"]}],
+    ],
+)
+def test_sids_are_read_from_arrays_and_strings(props: Any) -> None:
+    """The member list's `properties` carry the SID as an array or a string: either way a
+    row naming the SID (any case) finds the member, and another SID is settled absent."""
+    members = Members.parse([{"dn": "CN=a,DC=x", "properties": props}])
+    assert members is not None
+    assert members.has("s-1-5-21-1-2-3-1100") is True
+    assert members.has("S-1-5-21-1-2-3-1101") is False

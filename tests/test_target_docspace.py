@@ -73,6 +73,24 @@ def reads(sb: Sandbox) -> list[str]:
     return [e.path for e in sb.log if e.method == "GET"]
 
 
+def movable(sb: Sandbox) -> tuple[str, str, str]:
+    """A source group, a plain member of it that the destination does not hold, the
+    destination."""
+    now = groups(sb)
+    for src in gids(sb):
+        for dst in gids(sb):
+            m = next((u for u in plain_members(sb, src) if u not in now[dst]), None)
+            if src != dst and m is not None:
+                return src, m, dst
+    raise AssertionError("no movable member")
+
+
+def terminated(sb: Sandbox, gid: str) -> list[str]:
+    state = sb.dump()["docspace"]
+    return [u for u in state["groups"][gid]["members"]
+            if state["users"][u]["kind"] == "terminated"]
+
+
 def row(op: Op, group: str, member: str = "", to_group: str = "") -> Row:
     return Row(row=1, line=2, op=op, group=group, member=member, to_group=to_group)
 
@@ -120,7 +138,8 @@ async def test_remove_non_member_without_precheck_is_ok(
 async def test_precheck_remove_of_non_member_is_noop_without_a_write(
     box: Sandbox, client: aiohttp.ClientSession
 ) -> None:
-    """With precheck a non-member's removal is noop after one group read and no DELETE."""
+    """With precheck a non-member's removal is noop after reading the group and its hidden
+    (terminated) members, and no DELETE."""
     g0 = gids(box)[0]
     before = groups(box)
     result = await target(box, client, precheck=True).apply(
@@ -128,7 +147,7 @@ async def test_precheck_remove_of_non_member_is_noop_without_a_write(
     )
     assert result == Result(Status.NOOP, http_status=200, attempts=1)
     assert writes(box) == []
-    assert reads(box) == [f"/api/2.0/group/{g0}"]
+    assert reads(box) == [f"/api/2.0/group/{g0}", "/api/2.0/people/filter"]
     assert groups(box) == before
 
 
@@ -147,17 +166,19 @@ async def test_precheck_reads_each_group_once_for_concurrent_rows(
     ]
     results = await asyncio.gather(*(tg.apply(r) for r in rows))
     assert [r.status for r in results] == [Status.OK] * len(members) + [Status.NOOP] * 4
-    assert reads(box) == [f"/api/2.0/group/{g0}"]
+    # The terminated members (hidden from the list) are read once, for the non-members.
+    assert reads(box) == [f"/api/2.0/group/{g0}", "/api/2.0/people/filter"]
     assert len(writes(box)) == len(members)
     # The first row sent the read and its DELETE, no retries: 1, like every other member's
-    # lone DELETE; the non-members sent nothing of their own.
-    assert [r.attempts for r in results] == [1] * len(members) + [0] * 4
+    # lone DELETE; the first non-member sent the read of the hidden members; the other
+    # non-members sent nothing of their own.
+    assert [r.attempts for r in results] == [1] * len(members) + [1] + [0] * 3
     before[g0] -= set(members)
     assert groups(box) == before
     # The cache learned of the removals: the same rows again send nothing.
     again = await asyncio.gather(*(tg.apply(r) for r in rows))
     assert {r.status for r in again} == {Status.NOOP}
-    assert len(box.log) == 1 + len(members)
+    assert len(box.log) == 2 + len(members)
 
 
 async def test_remove_from_unknown_group_fails_with_the_message(
@@ -240,8 +261,7 @@ async def test_precheck_add_of_member_is_noop_without_a_write(
 
 async def test_move_adds_then_removes(box: Sandbox, client: aiohttp.ClientSession) -> None:
     """A move is a PUT to the destination, then a DELETE from the source, in that order."""
-    g0, g1, _ = gids(box)
-    m = next(u for u in plain_members(box, g0) if u not in groups(box)[g1])
+    g0, m, g1 = movable(box)
     before = groups(box)
     result = await target(box, client, precheck=False).apply(row(Op.MOVE, g0, m, g1))
     assert result == Result(Status.OK, http_status=200, attempts=1)
@@ -309,7 +329,9 @@ async def test_precheck_move_decides_from_both_groups(
     assert nowhere.error is not None
     assert nowhere.error.startswith(f"member is not in group {g0}")
     assert in_both.status is Status.OK
-    assert sorted(reads(box)) == sorted([f"/api/2.0/group/{g0}", f"/api/2.0/group/{g1}"])
+    # g0's hidden (terminated) members are read once, for the members it does not list.
+    assert sorted(reads(box)) == sorted([f"/api/2.0/group/{g0}", f"/api/2.0/group/{g1}",
+                                         "/api/2.0/people/filter"])
     assert writes(box) == [("DELETE", f"/api/2.0/group/{g0}/members")]
     before[g0].discard(both)
     assert groups(box) == before
@@ -317,8 +339,7 @@ async def test_precheck_move_decides_from_both_groups(
 
 async def test_precheck_move_updates_the_cache(box: Sandbox, client: aiohttp.ClientSession) -> None:
     """After a move the cache knows it: the same row again is a noop with no request."""
-    g0, g1, _ = gids(box)
-    m = next(u for u in plain_members(box, g0) if u not in groups(box)[g1])
+    g0, m, g1 = movable(box)
     tg = target(box, client, precheck=True)
     first = await tg.apply(row(Op.MOVE, g0, m, g1))
     assert (first.status, first.attempts) == (Status.OK, 1)
@@ -348,7 +369,9 @@ async def test_skipped_add_fails_and_a_move_keeps_the_member(
     tg = target(sb, client, precheck=False)
     added = await tg.apply(row(Op.ADD, g1, gone))
     assert (added.status, added.http_status) == (Status.FAILED, 200)
-    assert added.error == f"DocSpace did not add {gone} to {g1} (unknown or terminated account)"
+    assert added.error == (
+        f"DocSpace did not add {gone} to {g1} (a guest, terminated or unknown account)"
+    )
     moved = await tg.apply(row(Op.MOVE, g0, gone, g1))
     assert (moved.status, moved.attempts) == (Status.FAILED, 1)
     assert [m for m, _ in writes(sb)] == ["PUT", "PUT"]
@@ -367,7 +390,10 @@ async def test_move_all_records_who_left(box: Sandbox, client: aiohttp.ClientSes
     result = await target(box, client, precheck=False).apply(row(Op.MOVE_ALL, g0, to_group=g2))
     joined = tuple(u for u in source
                    if state["users"][u]["kind"] == "user" and u not in before[g2])
-    only_left = tuple(u for u in source if u not in joined)
+    # Terminated members are not listed, so not walked: they stay in the source.
+    hidden = set(terminated(box, g0))
+    assert hidden
+    only_left = tuple(u for u in source if u not in joined and u not in hidden)
     assert only_left  # the guests, and members already in the destination
     assert result == Result(Status.OK, http_status=200, attempts=1, moved=joined,
                             left=only_left)
@@ -378,7 +404,7 @@ async def test_move_all_records_who_left(box: Sandbox, client: aiohttp.ClientSes
     ]
     # The guest leaves the source but does not join the destination (DocSpace's rule).
     before[g2] |= {u for u in source if state["users"][u]["kind"] == "user"}
-    before[g0] = set()
+    before[g0] = hidden
     assert groups(box) == before
 
 

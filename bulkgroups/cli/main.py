@@ -4,6 +4,7 @@ status. Everything else lives in the modules it calls."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -124,7 +125,10 @@ def resume(results: Path, force: bool, rate: float | None, concurrency: int | No
         _fail(f"{results}: no metadata beside it (expected {results.stem}.meta.json)",
               EXIT_USAGE)
     job = _load(Path(meta["job"]), rate=rate, concurrency=concurrency)
-    _execute(job, RunRequest(results=results, resume=True, force=force,
+    plan = Path(meta["plan"]) if isinstance(meta.get("plan"), str) else None
+    if plan is not None:  # an interrupted `apply`: its rows come from the plan, re-checked
+        job = dataclasses.replace(job, limits=dataclasses.replace(job.limits, precheck=True))
+    _execute(job, RunRequest(results=results, resume=True, force=force, plan=plan,
                              max_changes=max_changes, yes=yes, quiet=quiet))
 
 
@@ -156,11 +160,13 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
 
 def _register() -> None:
     from bulkgroups.cli.export import export_command
+    from bulkgroups.cli.plan import apply_command, plan_command
     from bulkgroups.cli.report import report_command, undo_command
-    from bulkgroups.cli.schedule import plan_command, schedule_command
+    from bulkgroups.cli.schedule import schedule_command
     from bulkgroups.sandbox.cli import sandbox_command
 
     cli.add_command(plan_command, name="plan")
+    cli.add_command(apply_command, name="apply")
     cli.add_command(export_command, name="export")
     cli.add_command(report_command, name="report")
     cli.add_command(undo_command, name="undo")

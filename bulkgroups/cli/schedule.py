@@ -3,7 +3,6 @@ The logic is in those modules; what is here is files, processes and exit statuse
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import stat
@@ -15,12 +14,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-import orjson
 
-from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import Job, JobError, load_job
-from bulkgroups.plan import make_plan, render_text
-from bulkgroups.rows.readers import InputError
 from bulkgroups.schedule.units import (
     CronError,
     Schedule,
@@ -222,33 +217,3 @@ def schedule_command(job_file: Path, cron_text: str, randomized_delay: str,
         click.echo(f"# {note}")
     for warning in _env_file_warnings(env_path) if env_path is not None else []:
         click.echo(f"bulkgroups: warning: {warning}", err=True)
-
-
-# --- plan ----------------------------------------------------------------------------------
-
-
-@click.command("plan")
-@click.argument("job_file", type=JOB, metavar="JOB.toml")
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
-def plan_command(job_file: Path, as_json: bool) -> None:
-    """Read the live groups the job names (GET only, at the job's rate) and print, per group
-    and in total, the rows that would change something, those already done, those that
-    would fail, the invalid ones, and what the safety rails would say. Changes nothing.
-
-    Exits 0 when no row would fail or is invalid, 1 otherwise, 2 on a job or input error,
-    3 when the credentials are refused.
-    """
-    job = _load(job_file)
-    try:
-        plan = asyncio.run(make_plan(job, environ=os.environ))
-    except (JobError, InputError) as exc:
-        _fail(str(exc))
-    except AuthRefused as exc:
-        _fail(str(exc), EXIT_REFUSED)
-    if as_json:
-        click.echo(orjson.dumps(plan.to_json()).decode())
-    else:
-        target = f"{job.target.kind.value} {job.target.base_url or 'sandbox'}"
-        click.echo(render_text(plan, job=job.name, kind=job.target.kind, target=target),
-                   nl=False)
-    sys.exit(plan.exit_code)

@@ -26,6 +26,13 @@ class GroupOverLimit:
                 f"({self.share:.0%})")
 
 
+def takes_out(op: str, decision: str) -> bool:
+    """Whether a row takes its member out of its group, as the guard counts removals. A
+    move_all is not counted: emptying its group is what the row says, in one line a reviewer
+    sees; the guard is for the many single removals of a runaway export."""
+    return decision == "change" and op in ("remove", "move")
+
+
 def over_limit(
     removals: Mapping[str, int],
     sizes: Mapping[str, int],
@@ -49,5 +56,4 @@ def refusal_text(groups: Iterable[GroupOverLimit], *, max_share: float,
     lines = [g.describe((names or {}).get(g.group)) for g in groups]
     return (f"the run would remove more than {max_share:.0%} of these groups' members "
             f"(max_group_removal): " + "; ".join(lines)
-            + ". Nothing was sent; check the input, then raise [safety] max_group_removal "
-            "or pass --yes")
+            + " (check the input; raise [safety] max_group_removal or pass --yes to allow it)")

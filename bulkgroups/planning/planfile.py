@@ -6,14 +6,17 @@ plan that cannot be trusted line by line is refused whole (exit 2), never half-a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import orjson
+
+from bulkgroups.targets.decision import Fact
 
 FORMAT = 1
 Decision = Literal["change", "already", "fail", "invalid"]
@@ -29,33 +32,19 @@ class PlanFileError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """What must still hold at send time: `member` is (`present`) or is not in `group`.
-    For a move_all, `member` is empty and `digest` names the group's membership as read."""
+def fact_to_json(f: Fact) -> dict[str, Any]:
+    return {"group": f.group, "member": f.member, "present": f.present}
 
-    group: str
-    member: str = ""
-    present: bool = True
-    digest: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        if self.digest:
-            return {"group": self.group, "digest": self.digest}
-        return {"group": self.group, "member": self.member, "present": self.present}
-
-    @classmethod
-    def from_json(cls, obj: object) -> Condition:
-        if not isinstance(obj, dict) or not isinstance(obj.get("group"), str):
-            raise ValueError("a precondition needs a group")
-        if "digest" in obj:
-            if not isinstance(obj["digest"], str):
-                raise ValueError("a precondition's digest must be a string")
-            return cls(group=obj["group"], digest=obj["digest"])
-        member, present = obj.get("member"), obj.get("present")
-        if not isinstance(member, str) or not member or not isinstance(present, bool):
-            raise ValueError("a precondition needs a member and present true/false")
-        return cls(group=obj["group"], member=member, present=present)
+def fact_from_json(obj: object) -> Fact:
+    if not isinstance(obj, dict):
+        raise ValueError("a precondition must be an object")
+    group, member, present = obj.get("group"), obj.get("member", ""), obj.get("present")
+    if not isinstance(group, str) or not group or not isinstance(member, str) \
+            or not isinstance(present, bool):
+        raise ValueError("a precondition needs a group, a member (\"\" for the group as a "
+                         "whole) and present true/false")
+    return Fact(group, member, present)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +57,7 @@ class PlannedRow:
     to_group: str
     decision: Decision
     reason: str = ""
-    pre: tuple[Condition, ...] = ()
+    pre: tuple[Fact, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,7 +67,7 @@ class PlannedRow:
         if self.reason:
             out["reason"] = self.reason
         if self.pre:
-            out["pre"] = [c.to_json() for c in self.pre]
+            out["pre"] = [fact_to_json(f) for f in self.pre]
         return out
 
 
@@ -100,18 +89,15 @@ class PlanHeader:
                 "groups": self.groups, "counts": self.counts}
 
 
-def write_plan(path: Path, header: PlanHeader, rows: Iterable[PlannedRow]) -> int:
-    """Writes the plan whole or not at all (a temporary file renamed over `path`), readable
-    by the owner only: it names members of production groups. Returns the rows written."""
+@contextlib.contextmanager
+def plan_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A plan is written whole or not at all (a temporary file renamed over `path`), readable
+    by the owner only: it names members of production groups."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    n = 0
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(orjson.dumps(header.to_json()) + b"\n")
-            for r in rows:
-                f.write(orjson.dumps(r.to_json()) + b"\n")
-                n += 1
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
@@ -119,6 +105,16 @@ def write_plan(path: Path, header: PlanHeader, rows: Iterable[PlannedRow]) -> in
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_plan(path: Path, header: PlanHeader, rows: Iterable[PlannedRow]) -> int:
+    """Writes a whole plan; returns the rows written."""
+    n = 0
+    with plan_writer(path) as f:
+        f.write(orjson.dumps(header.to_json()) + b"\n")
+        for r in rows:
+            f.write(orjson.dumps(r.to_json()) + b"\n")
+            n += 1
     return n
 
 
@@ -193,7 +189,7 @@ def _row(path: Path, n: int, obj: Any) -> PlannedRow:
             member=_s(obj, "member", empty=True), to_group=_s(obj, "to_group", empty=True),
             decision=decision,  # type: ignore[arg-type]  # checked against DECISIONS
             reason=obj.get("reason", "") if isinstance(obj.get("reason", ""), str) else "",
-            pre=tuple(Condition.from_json(c) for c in pre),
+            pre=tuple(fact_from_json(c) for c in pre),
         )
     except ValueError as exc:
         raise PlanFileError(path, str(exc), line=n) from None

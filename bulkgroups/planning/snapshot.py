@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -129,3 +129,24 @@ def _snap(obj: Any) -> tuple[str | None, GroupSnapshot | None]:
     return obj["key"], GroupSnapshot(
         group=obj["group"], read_at=str(obj.get("read_at", "")), members=parsed,
         hidden_unknown=obj.get("hidden_unknown") is True)
+
+
+def snapshot_hook(writer: SnapshotWriter, *, key: Callable[[str], str],
+                  hidden_unknown: bool, now: Callable[[], str]) -> OnReadHook:
+    """The adapters' `on_read`: the first read of each group goes into the snapshot file.
+    `key` says when two spellings name one group (identity)."""
+
+    def hook(group: str, members: HasSnapshot) -> None:
+        k = key(group)
+        if not writer.has(k):
+            writer.add(k, GroupSnapshot(group, now(), tuple(members.snapshot()),
+                                        hidden_unknown))
+
+    return hook
+
+
+class HasSnapshot(Protocol):
+    def snapshot(self) -> list[SnapMember]: ...
+
+
+OnReadHook = Callable[[str, HasSnapshot], None]

@@ -27,6 +27,7 @@ from typing import IO, Any, Final, Literal
 
 import orjson
 
+from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Status
 
 Format = Literal["csv", "jsonl"]
@@ -103,7 +104,7 @@ def reverse(obj: Mapping[str, Any]) -> tuple[InputRow, ...]:
         return (InputRow("remove", group, member),)
     if not isinstance(to_group, str) or not to_group:
         return ()
-    if member in _names(obj.get("left")):
+    if norm_id(member) in {norm_id(n) for n in _names(obj.get("left"))}:
         # A move whose member was already in `to_group` only left `group`.
         return (InputRow("add", group, member),)
     return (InputRow("move", to_group, member, group),)

@@ -28,6 +28,9 @@ class LogEntry:
     api: str  # "docspace" | "adaxes" | "auth"
     writes_in_flight: int  # non-GET requests in flight for this credential when this one started
     token: str  # token_label() of the credential
+    # The member ids a write named (body `members`, `membersToAdd`/`membersToRemove`,
+    # `newMember`, or the query's `member`): what tests assert a run did or did not send.
+    members: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class LogEntry:
             "api": self.api,
             "writes_in_flight": self.writes_in_flight,
             "token": self.token,
+            "members": list(self.members),
         }
 
     @classmethod
@@ -55,6 +59,7 @@ class LogEntry:
             api=str(data["api"]),
             writes_in_flight=int(data["writes_in_flight"]),
             token=str(data["token"]),
+            members=tuple(str(m) for m in data.get("members", ())),
         )
 
 

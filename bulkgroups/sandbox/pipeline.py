@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -72,8 +73,25 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
                 api=api,
                 writes_in_flight=in_flight,
                 token=token_label(cred),
+                members=await _named_members(request) if write else (),
             )
         )
+
+
+async def _named_members(request: web.Request) -> tuple[str, ...]:
+    named = request.rel_url.query.getall("member", [])
+    try:
+        body = orjson.loads(await request.read()) if request.body_exists else None
+    except (orjson.JSONDecodeError, ConnectionError):
+        body = None
+    if isinstance(body, dict):
+        for key in ("members", "membersToAdd", "membersToRemove"):
+            value = body.get(key)
+            if isinstance(value, list):
+                named += [v for v in value if isinstance(v, str)]
+        if isinstance(body.get("newMember"), str):
+            named.append(body["newMember"])
+    return tuple(named)
 
 
 async def _serve(

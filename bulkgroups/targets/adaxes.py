@@ -3,9 +3,11 @@
 HTTP 200 is not success here: the body's `resultType` is (0 done, 1 refused, 2 sent for
 approval). A refusal is never judged by its wording: the group's members are read and the row
 is `noop` when the membership already is what the row wants. That also settles retries: a
-request whose answer was lost may have been applied, and its repeat is refused. A member named
-by SID is looked for by SID: that read asks for the `objectSid` property, which the default
-member list does not carry. With `adm_wait_s`, a change that outlasts it is answered 202 and
+request whose answer was lost may have been applied, and its repeat is refused. Every member
+list is read with the `objectSid` property (values come as arrays, `{"objectSid": ["S-1-…"]}`;
+older versions sent plain strings: both are read), so a member named by SID is found by SID,
+and with a `sizeLimit` far above any group, so that the 1000-member default of older versions
+cannot make a member look absent. With `adm_wait_s`, a change that outlasts it is answered 202 and
 followed to its end (`running`); its result is then read like a direct answer.
 """
 
@@ -15,52 +17,70 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkgroups.http.transport import Reply, Transport, message_of
-from bulkgroups.identity import norm_id
+from bulkgroups.identity import Ident, IdKind, ident, norm_id
 from bulkgroups.model import Op, Result, Row, Status
-from bulkgroups.targets.dn import Ident, IdKind, guid_key, ident, normalize_dn, sid_key
-from bulkgroups.targets.members import MemberCache, Trace, reason
+from bulkgroups.planning.snapshot import SnapMember
+from bulkgroups.targets.decision import (
+    Decision,
+    Kind,
+    Lookup,
+    OnRead,
+    Unreadable,
+    judge,
+    unchecked,
+)
+from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
 from bulkgroups.targets.operations import wait_for_operation
 
 _MEMBERS = "/api/directoryObjects/groupMembers"
+# Asked for on every member list; a list that comes back this long may have been cut, and
+# then absence proves nothing (`Members.whole`).
+SIZE_LIMIT = 1_000_000
 
 # Operation result types.
 _SUCCEEDED, _FAILED, _SUSPENDED = 0, 1, 2
 
+SID_UNKNOWN = "the member list did not carry this identifier (a SID): the run decides"
+BUSINESS_RULES = (
+    "Adaxes business rules (approval, denial) do not show in a read: may end pending or failed"
+)
 
-def _group_key(group: str) -> str:
-    i = ident(group)
-    return f"{i.kind}:{i.key}"
+
+def _first_string(value: Any) -> str | None:
+    """A property's value: Adaxes answers arrays (`["S-1-…"]`); other versions a string."""
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str) and v), None)
+    return value if isinstance(value, str) and value else None
+
+
+def _props(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    props: dict[str, Any] = {}
+    if isinstance(raw, list):  # [{"propertyName": ..., "values": [...]}, ...]
+        for p in raw:
+            if isinstance(p, dict) and isinstance(p.get("propertyName"), str):
+                props[p["propertyName"]] = p.get("values", p.get("value"))
+    return props
+
+
+_NAMES = {
+    IdKind.DN: ("dn", "distinguishedName"),
+    IdKind.GUID: ("guid", "objectGUID", "objectGuid"),
+    IdKind.SID: ("sid", "objectSid", "objectSID"),
+}
 
 
 def _keys_of(item: dict[str, Any]) -> dict[IdKind, str]:
     """The comparison keys a member-list entry carries (SID only if the server gave one)."""
-    props: dict[str, Any] = {}
-    raw_props = item.get("properties")
-    if isinstance(raw_props, dict):
-        props = raw_props
-    elif isinstance(raw_props, list):  # [{"propertyName": ..., "values": [...]}, ...]
-        for p in raw_props:
-            if isinstance(p, dict) and isinstance(p.get("propertyName"), str):
-                values = p.get("values", p.get("value"))
-                if isinstance(values, list):
-                    values = values[0] if values else None
-                props[p["propertyName"]] = values
-
-    def pick(*names: str) -> str | None:
-        for source in (item, props):
-            for name in names:
-                value = source.get(name)
-                if isinstance(value, str) and value:
-                    return value
-        return None
-
+    props = _props(item.get("properties"))
     keys: dict[IdKind, str] = {}
-    if (dn := pick("dn", "distinguishedName")) is not None:
-        keys[IdKind.DN] = normalize_dn(dn)
-    if (guid := pick("guid", "objectGUID", "objectGuid")) is not None:
-        keys[IdKind.GUID] = guid_key(guid)
-    if (sid := pick("sid", "objectSid", "objectSID")) is not None:
-        keys[IdKind.SID] = sid_key(sid)
+    for kind, names in _NAMES.items():
+        for source in (item, props):
+            value = next((v for v in map(_first_string, map(source.get, names)) if v), None)
+            if value is not None:
+                keys[kind] = norm_id(value)
+                break
     return keys
 
 
@@ -73,10 +93,11 @@ class Entry:
 class Members:
     """One group's direct members, compared by whichever identifier a row uses."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "whole")
 
-    def __init__(self, entries: list[Entry]) -> None:
+    def __init__(self, entries: list[Entry], *, whole: bool = True) -> None:
         self.entries = entries
+        self.whole = whole  # False: the list may have been cut at SIZE_LIMIT
 
     @classmethod
     def parse(cls, body: Any) -> Members | None:
@@ -93,15 +114,15 @@ class Members:
         for item in items:
             if not isinstance(item, dict):
                 return None
-            keys = _keys_of(item)
             name = item.get("dn") or item.get("guid") or ""
-            entries.append(Entry(str(name), keys))
-        return cls(entries)
+            entries.append(Entry(str(name), _keys_of(item)))
+        return cls(entries, whole=len(entries) < SIZE_LIMIT)
 
-    def has(self, who: Ident) -> bool | None:
+    def has(self, member: str | Ident) -> bool | None:
         """True/False when the list settles it; None when some entry lacks this kind of
-        identifier (a SID the server did not list): then nobody may guess."""
-        unsure = False
+        identifier (a SID the server did not list), or the list may be cut."""
+        who = member if isinstance(member, Ident) else ident(member)
+        unsure = not self.whole
         for entry in self.entries:
             key = entry.keys.get(who.kind)
             if key is None:
@@ -118,6 +139,24 @@ class Members:
             for kind, key in other.keys.items()
         )
 
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def snapshot(self) -> list[SnapMember]:
+        return [SnapMember(e.name, tuple(v for v in e.keys.values() if v and v != e.name))
+                for e in self.entries]
+
+    def carries(self, protected: frozenset[str]) -> bool:
+        return any(
+            norm_id(value) in protected
+            for entry in self.entries
+            for value in (entry.name, *entry.keys.values())
+            if value
+        )
+
     def add(self, member: str) -> None:
         who = ident(member)
         if self.has(who) is not True:
@@ -127,6 +166,16 @@ class Members:
     def discard(self, member: str) -> None:
         who = ident(member)
         self.entries = [e for e in self.entries if e.keys.get(who.kind) != who.key]
+
+
+def decide(row: Row, members_of: Lookup, protected: frozenset[str] = frozenset()) -> Decision:
+    """What a row needs, from the groups as read (pure). A change may still end pending or
+    failed by a business rule the read cannot see: every change says so (`unsure`)."""
+    decision = judge(row, members_of, protected=protected, unsure=SID_UNKNOWN)
+    if decision.kind is Kind.CHANGE and decision.unsure is None:
+        return Decision(decision.kind, decision.reason, decision.precondition,
+                        BUSINESS_RULES, decision.add)
+    return decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +189,7 @@ class Step:
 class AdaxesTarget:
     """`Target` for Adaxes: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_cache", "_poll_limit_s", "_protected", "_sid_cache", "_t", "_wait")
+    __slots__ = ("_cache", "_check", "_poll_limit_s", "_protected", "_t", "_wait", "on_read")
 
     def __init__(
         self,
@@ -154,94 +203,138 @@ class AdaxesTarget:
         """`adm_wait_s`: sent as `Adm-Wait` on every change; `poll_limit_s`: how long a row
         waits for an operation the server answered 202 to."""
         self._t = transport
-        self._protected = protected  # in norm_id form
+        self._protected = frozenset(norm_id(p) for p in protected)
         self._wait = {"Adm-Wait": str(adm_wait_s)} if adm_wait_s is not None else None
         self._poll_limit_s = poll_limit_s
-        self._cache: MemberCache[Members] | None = None
-        # Rows that name the member by SID read the group with SIDs, once, apart.
-        self._sid_cache: MemberCache[Members] | None = None
-        if precheck:
-            self._cache = MemberCache(self._read, key=_group_key)
-            self._sid_cache = MemberCache(self._read_sids, key=_group_key)
+        self._cache: MemberCache[Members] | None = (
+            MemberCache(self._read, key=norm_id) if precheck else None
+        )
+        self._check = AnswerCheck()
+        self.on_read: OnRead | None = None
 
     def abandon(self) -> None:
         self._t.abandon()
 
+    def decide(self, row: Row, members_of: Lookup) -> Decision:
+        decision = decide(row, members_of, self._protected)
+        if self._cache is None:  # what a run without precheck will meet
+            # A refusal is settled from a read: already-done rows still end noop.
+            return unchecked(decision, row, already_is_ok=False)
+        return decision
+
+    async def membership(self, group: str) -> Members | Unreadable:
+        """A group's direct members as `plan` sees them: the read a precheck makes."""
+        reply, members = await self._read(group)
+        if members is not None:
+            return members
+        return Unreadable(self._unreadable(group, reply))
+
     async def apply(self, row: Row) -> Result:
         trace = Trace()
+        if row.op is Op.MOVE_ALL:
+            return await self._move_all(row, trace)
+        decision = await self._decided(row, trace)
+        if isinstance(decision, Result):
+            return decision
+        settled = trace.settled(row, decision)
+        if settled is not None:
+            return settled
         if row.op is Op.REMOVE:
             return await self._single(row, trace, add=False)
         if row.op is Op.ADD:
             return await self._single(row, trace, add=True)
         if row.op is Op.MOVE:
-            return await self._move(row, trace)
-        if row.op is Op.MOVE_ALL:
-            return await self._move_all(row, trace)
+            return await self._move(row, decision, trace)
         return trace.result(Status.FAILED, f"unsupported op {row.op!r}")
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def _read(self, group: str, *, sids: bool = False) -> tuple[Reply, Members | None]:
-        """The group's direct members; with `sids`, each with its SID (`objectSid`)."""
-        params = {"group": group}
-        if sids:
-            params["properties"] = "objectSid"
+    async def _read(self, group: str) -> tuple[Reply, Members | None]:
+        """The group's direct members, each with its SID, the whole list."""
+        params = {"group": group, "properties": "objectSid", "sizeLimit": str(SIZE_LIMIT)}
         reply = await self._t.send("GET", _MEMBERS, params=params)
-        return reply, Members.parse(reply.body) if reply.ok else None
+        members = Members.parse(reply.body) if reply.ok else None
+        if members is not None:
+            self._check.good()
+            if self.on_read is not None:
+                self.on_read(group, members)
+        return reply, members
 
-    async def _read_sids(self, group: str) -> tuple[Reply, Members | None]:
-        return await self._read(group, sids=True)
+    def _unreadable(self, group: str, reply: Reply) -> str:
+        if reply.ok:  # 2xx but not a member list: say so rather than guess
+            return f"listing group {group}: {self._check.bad(reply)}"
+        return reason(reply)
 
-    def _caches(self, *, sids: bool) -> tuple[MemberCache[Members], ...]:
-        """The caches a read of this kind may refresh: a list with SIDs serves every row."""
-        wanted = (self._cache, self._sid_cache) if sids else (self._cache,)
-        return tuple(c for c in wanted if c is not None)
-
-    async def _known(self, group: str, member: str, trace: Trace) -> Members | Result:
-        """With precheck: the group's (live, cached) members, read with SIDs when `member`
-        is a SID; or the row's failure."""
-        cache = self._sid_cache if ident(member).kind is IdKind.SID else self._cache
-        assert cache is not None
-        look = await cache.get(group, trace)
+    async def _known(self, group: str, trace: Trace) -> Members | Result:
+        """With precheck: the group's (live, cached) members, or the row's failure."""
+        assert self._cache is not None
+        look = await self._cache.get(group, trace)
         if look.members is not None:
             return look.members
         if not look.own:
             trace.share(look.reply)
         if look.reply.ok:
-            return trace.result(Status.FAILED, f"unexpected answer listing group {group}")
+            return trace.result(Status.FAILED, self._unreadable(group, look.reply))
         return trace.failed(look.reply)
 
+    async def _decided(self, row: Row, trace: Trace) -> Decision | Result:
+        """The row's decision: after the precheck read when there is one, else "change"."""
+        if self._cache is None:
+            return Decision(Kind.CHANGE)
+        found: dict[str, Members] = {}
+        for group in (row.group, row.to_group) if row.op is Op.MOVE else (row.group,):
+            members = await self._known(group, trace)
+            if isinstance(members, Result):
+                return members
+            found[norm_id(group)] = members
+
+        def members_of(group: str) -> Members | Unreadable:
+            one = found.get(norm_id(group))
+            return one if one is not None else Unreadable(f"group {group} was not read")
+
+        return self.decide(row, members_of)
+
     def _note(self, group: str, member: str, *, present: bool) -> None:
-        # Every cache: a change the server confirmed holds whatever a list was read with.
-        for cache in self._caches(sids=True):
-            members = cache.peek(group)
-            if members is not None:
-                (members.add if present else members.discard)(member)
+        # A change the server confirmed: later rows see it without a read.
+        members = self._cache.peek(group) if self._cache is not None else None
+        if members is not None:
+            (members.add if present else members.discard)(member)
 
     # -- one change -------------------------------------------------------------------------
 
-    async def _change(self, group: str, member: str, trace: Trace, *, add: bool) -> Step:
+    async def _send(self, group: str, member: str, *, add: bool) -> Reply:
         if add:
             body = {"group": group, "newMember": member}
-            reply = await self._t.send("POST", _MEMBERS, json=body, headers=self._wait)
-        else:
-            # params: aiohttp encodes them (DNs hold commas, '=', spaces, '+', '#', non-ASCII).
-            query = {"group": group, "member": member}
-            reply = await self._t.send("DELETE", _MEMBERS, params=query, headers=self._wait)
-        trace.see(reply)
+            return await self._t.send("POST", _MEMBERS, json=body, headers=self._wait)
+        # params: aiohttp encodes them (DNs hold commas, '=', spaces, '+', '#', non-ASCII).
+        query = {"group": group, "member": member}
+        return await self._t.send("DELETE", _MEMBERS, params=query, headers=self._wait)
+
+    async def _change(self, group: str, member: str, trace: Trace, *, add: bool) -> Step:
+        reply = trace.see(await self._send(group, member, add=add))
         if not reply.ok:
             return Step(Status.FAILED, reason(reply))
         if reply.status == 202:
             done = await wait_for_operation(self._t, reply, trace, limit_s=self._poll_limit_s)
             if isinstance(done, str):
-                # The change may still happen: what any cache holds of the group is unsure.
-                for cache in self._caches(sids=True):
-                    cache.forget(group)
+                # The change may still happen: what the cache holds of the group is unsure.
+                if self._cache is not None:
+                    self._cache.forget(group)
                 return Step(Status.FAILED, done)
-            result: dict[str, Any] = done
+            result: Any = done
         else:
-            result = reply.body if isinstance(reply.body, dict) else {}
-        kind = result.get("resultType")
+            result = reply.body
+        kind = result.get("resultType") if isinstance(result, dict) else None
+        # `type(...) is int`: `{"resultType": false}` is no result (False == 0 in Python).
+        if type(kind) is not int or kind not in (_SUCCEEDED, _FAILED, _SUSPENDED):
+            return Step(Status.FAILED, self._check.bad(reply))
+        self._check.good()
+        assert isinstance(result, dict)
+        return await self._judged(group, member, trace, result, add=add)
+
+    async def _judged(self, group: str, member: str, trace: Trace, result: dict[str, Any],
+                      *, add: bool) -> Step:
+        kind = result["resultType"]
         if kind == _SUCCEEDED:
             self._note(group, member, present=add)
             extra = result.get("extraInfo")
@@ -250,59 +343,32 @@ class AdaxesTarget:
             return Step(Status.OK)
         if kind == _SUSPENDED:
             return Step(Status.PENDING)
-        if kind == _FAILED:
-            return await self._settle(group, member, trace, add=add, said=message_of(result))
-        return Step(Status.FAILED, f"unexpected answer (HTTP {reply.status}, no operation result)")
+        return await self._settle(group, member, trace, add=add, said=message_of(result))
 
     async def _settle(self, group: str, member: str, trace: Trace, *, add: bool, said: str) -> Step:
         """After a refusal: read the group, and call the row done only if the membership
         already is what it asked for. Anything unsure keeps the server's refusal (a member
         named by SID, when the list came back without SIDs)."""
-        who = ident(member)
-        reply, members = await self._read(group, sids=who.kind is IdKind.SID)
+        reply, members = await self._read(group)
         trace.see(reply)
         if members is None:
             return Step(Status.FAILED, said)
-        for cache in self._caches(sids=who.kind is IdKind.SID):
-            cache.store(group, reply, members)
-        if members.has(who) is add:
+        if self._cache is not None:
+            self._cache.store(group, reply, members)
+        if members.has(member) is add:
             return Step(Status.NOOP)
         return Step(Status.FAILED, said)
 
     # -- ops --------------------------------------------------------------------------------
 
     async def _single(self, row: Row, trace: Trace, *, add: bool) -> Result:
-        if self._cache is not None:
-            members = await self._known(row.group, row.member, trace)
-            if isinstance(members, Result):
-                return members
-            if members.has(ident(row.member)) is add:
-                return trace.result(Status.NOOP)
         step = await self._change(row.group, row.member, trace, add=add)
         return trace.result(step.status, step.error)
 
-    async def _move(self, row: Row, trace: Trace) -> Result:
-        skip_add = False
-        if self._cache is not None:
-            src = await self._known(row.group, row.member, trace)
-            if isinstance(src, Result):
-                return src
-            dst = await self._known(row.to_group, row.member, trace)
-            if isinstance(dst, Result):
-                return dst
-            who = ident(row.member)
-            in_src, in_dst = src.has(who), dst.has(who)
-            if in_src is False and in_dst is True:
-                return trace.result(Status.NOOP)
-            if in_src is False and in_dst is False:
-                # Adding someone who was never in the source is not a move.
-                return trace.result(
-                    Status.FAILED, f"member is not in group {row.group} (nor in {row.to_group})"
-                )
-            skip_add = in_dst is True
+    async def _move(self, row: Row, decision: Decision, trace: Trace) -> Result:
         # Add first, remove second: the member is never left in neither group.
         added = Step(Status.NOOP)
-        if not skip_add:
+        if decision.add:
             added = await self._change(row.to_group, row.member, trace, add=True)
             if added.status in (Status.FAILED, Status.PENDING):
                 return trace.result(added.status, added.error)
@@ -314,38 +380,40 @@ class AdaxesTarget:
             )
         if removed.status is Status.PENDING:
             return trace.result(Status.PENDING)
-        both_noop = added.status is Status.NOOP and removed.status is Status.NOOP
-        if both_noop:
+        if added.status is Status.NOOP and removed.status is Status.NOOP:
             return trace.result(Status.NOOP)
         # Known (read before) to be in the destination already: only the removal happened, and
         # only it is to be undone. An add answered "already a member" proves nothing: it may
         # be this run's own add whose answer was lost.
-        return trace.result(Status.OK, left=(row.member,) if skip_add else None)
+        return trace.result(Status.OK, left=None if decision.add else (row.member,))
 
-    async def _move_all(self, row: Row, trace: Trace) -> Result:
-        # A fresh list, not the cache: `moved` is what `undo` will move back.
-        reply, members = await self._read(row.group)
+    async def _fresh(self, group: str, trace: Trace) -> Members | Result:
+        reply, members = await self._read(group)
         trace.see(reply)
+        if members is not None:
+            return members
         if not reply.ok:
             return trace.failed(reply)
-        if members is None:
-            return trace.result(Status.FAILED, f"unexpected answer listing group {row.group}")
-        if not members.entries:
-            return trace.result(Status.NOOP, moved=(), left=())
-        if self._protected and any(
-            norm_id(value) in self._protected
-            for entry in members.entries
-            for value in (entry.name, *entry.keys.values())
-        ):
-            return trace.result(Status.INVALID, "protected")
-        # The destination read before any change: who was there already only leaves the source
-        # (an "already a member" answer could be this run's own add whose answer was lost).
-        dst_reply, dst = await self._read(row.to_group)
-        trace.see(dst_reply)
-        if not dst_reply.ok:
-            return trace.failed(dst_reply)
-        if dst is None:
-            return trace.result(Status.FAILED, f"unexpected answer listing group {row.to_group}")
+        return trace.result(Status.FAILED, self._unreadable(group, reply))
+
+    async def _move_all(self, row: Row, trace: Trace) -> Result:
+        # Fresh lists, not the cache: `moved` is what `undo` will move back. The destination
+        # is read before any change: who was there already only leaves the source (an
+        # "already a member" answer could be this run's own add whose answer was lost).
+        members = await self._fresh(row.group, trace)
+        if isinstance(members, Result):
+            return members
+        dst = await self._fresh(row.to_group, trace) if members.entries else members
+        if isinstance(dst, Result):
+            return dst
+        found = {norm_id(row.group): members, norm_id(row.to_group): dst}
+        decision = self.decide(row, lambda g: found.get(norm_id(g), Unreadable(g)))
+        settled = trace.settled(row, decision)
+        if settled is not None:
+            return settled
+        return await self._walk(row, members, dst, trace)
+
+    async def _walk(self, row: Row, members: Members, dst: Members, trace: Trace) -> Result:
         moved: list[str] = []
         left: list[str] = []
         errors: list[str] = []

@@ -21,7 +21,7 @@ from bulkgroups.job import Credentials, Job, JobError, load_credentials
 from bulkgroups.model import TargetKind
 from bulkgroups.secret import Secret
 from bulkgroups.targets.adaxes import AdaxesTarget
-from bulkgroups.targets.base import Target
+from bulkgroups.targets.base import Adapter, Target
 from bulkgroups.targets.docspace import DocSpaceTarget
 from bulkgroups.targets.operations import POLL_LIMIT_FACTOR
 
@@ -121,8 +121,8 @@ async def open_transport(job: Job, endpoint: Endpoint) -> AsyncIterator[Transpor
 
 
 @contextlib.asynccontextmanager
-async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Target]:
-    """The target adapter for the run, over `open_transport`."""
+async def connect(job: Job, endpoint: Endpoint) -> AsyncIterator[Adapter]:
+    """The target adapter for the run, over `open_transport`; `plan` reads through it too."""
     limits = job.limits
     async with open_transport(job, endpoint) as transport:
         yield make_target(job.target.kind, transport, precheck=limits.precheck,
@@ -159,7 +159,7 @@ def make_target(
     batch_size: int = 1,
     adm_wait_s: int | None = None,
     poll_limit_s: float = 300.0,
-) -> Target:
+) -> Adapter:
     """`protected`: ids a `move_all` must not carry along (the row ends `invalid`).
     `batch_size`: members a DocSpace list request may carry (Adaxes has no list call).
     `adm_wait_s`, `poll_limit_s`: Adaxes asynchronous execution (see `running`)."""

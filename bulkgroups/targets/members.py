@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from bulkgroups.http.auth import AuthRefused
 from bulkgroups.http.transport import Reply, message_of
-from bulkgroups.model import Result, Status
+from bulkgroups.model import Op, Result, Row, Status
+from bulkgroups.planning.checks import stale_reason
+from bulkgroups.targets.decision import Decision, Kind
 
 M = TypeVar("M")
 
@@ -60,6 +63,66 @@ class Trace:
 
     def failed(self, reply: Reply) -> Result:
         return self.result(Status.FAILED, reason(reply))
+
+    def settled(self, row: Row, decision: Decision) -> Result | None:
+        """The row's outcome when the decision needs no request; None for a change. A saved
+        plan's row whose precondition no longer holds is `stale` and is not sent."""
+        stale = stale_reason(row, decision)
+        if stale is not None:
+            return self.result(Status.STALE, stale)
+        if decision.kind is Kind.ALREADY:
+            if row.op is Op.MOVE_ALL:  # nothing to move: undo has nothing to move back
+                return self.result(Status.NOOP, moved=(), left=())
+            return self.result(Status.NOOP)
+        if decision.kind is Kind.FAIL:
+            return self.result(Status.FAILED, decision.reason)
+        if decision.kind is Kind.INVALID:
+            return self.result(Status.INVALID, decision.reason)
+        return None
+
+
+# Answers in a row that are not the API's own shape, before any that is, after which the run
+# stops: three is enough to tell a login page in front of the portal from one odd answer.
+FIRST_ANSWERS = 3
+
+
+class UnexpectedAnswers(AuthRefused):
+    """The first answers were none of them the API's own (an SSO or WAF page, an empty
+    200): every row would end alike, so the run stops (exit 3)."""
+
+
+def body_kind(reply: Reply) -> str:
+    """What an answer's body was, in words: "HTML page", "empty", "not JSON", "JSON" (then
+    of another shape than the API's), as the transport saw it."""
+    return reply.body_kind.value
+
+
+class AnswerCheck:
+    """Counts answers that are not the API's own shape until one is; raises
+    UnexpectedAnswers when the first FIRST_ANSWERS are all such."""
+
+    __slots__ = ("_bad", "_good", "_limit")
+
+    def __init__(self, limit: int = FIRST_ANSWERS) -> None:
+        self._good = False
+        self._bad = 0
+        self._limit = limit
+
+    def good(self) -> None:
+        self._good = True
+
+    def bad(self, reply: Reply) -> str:
+        """The row's error for an unexpected answer; raises on the limit's one."""
+        what = f"unexpected answer: {body_kind(reply)}, HTTP {reply.status}"
+        if not self._good:
+            self._bad += 1
+            if self._bad >= self._limit:
+                raise UnexpectedAnswers(
+                    f"the first {self._bad} answers were not the API's own ({what[19:]}): "
+                    "something in front of the server (a sign-in or firewall page?) answers "
+                    "instead; check base_url"
+                )
+        return what
 
 
 def reason(reply: Reply) -> str:
