@@ -247,11 +247,7 @@ async def test_the_exported_file_runs_and_leaves_the_exact_state(tmp_path: Path)
         assert {(r["op"], r["to_group"]) for r in read_rows(moving)} == {("move", g1)}
 
         (tmp_path / "run").mkdir()
-        # precheck off until the DocSpace adapter sends removals of members the group read
-        # does not list (issue 11.3, the targets branch): with it on, a hidden terminated
-        # member reads as absent and its row ends noop without a request.
-        run_job = write_job(tmp_path / "run", sb, safety={"max_changes": 1000}, name="rm",
-                            limits={"precheck": False})
+        run_job = write_job(tmp_path / "run", sb, safety={"max_changes": 1000}, name="rm")
         text = run_job.read_text().replace('path = "input.csv"', f'path = "{out}"')
         run_job.write_text(text)
         ran = await run_cli("run", str(run_job), "--quiet", "--results",
