@@ -252,3 +252,23 @@ async def test_a_group_the_selection_cannot_read_makes_the_run_exit_1(tmp_path: 
         meta = orjson.loads((tmp_path / "r.meta.json").read_bytes())
         assert meta["runs"][0]["selected"]["unreadable"] == [missing]
         assert meta["runs"][0]["exit"] == 1
+
+
+async def test_approval_holds_the_selected_rows_and_apply_runs_them(tmp_path: Path) -> None:
+    """require_approval: the run selects, writes a plan of the selected rows and exits 3;
+    `apply` runs exactly those rows (the kept file), selecting nothing new."""
+    async with Sandbox(make_state(terminated=3)) as sb:
+        job = select_job(tmp_path, sb, '{ member_kind = ["terminated"] }',
+                         safety={"require_approval": True})
+        held = await run_cli("run", str(job), "--results", str(tmp_path / "r.jsonl"))
+        assert held.code == 3, held.stderr
+        assert not [e for e in sb.log if e.method != "GET"]
+        plan = tmp_path / "r.plan.jsonl"
+        assert plan.is_file()
+        sb.clear_log()
+        done = await run_cli("apply", str(plan), "--results", str(tmp_path / "a.jsonl"),
+                             "--quiet")
+        assert done.code == 0, done.stderr
+        assert terminated_in_groups(sb) == set()
+        assert not [e for e in sb.log if e.path == "/api/2.0/group"]
+        assert len(last_outcomes(tmp_path / "a.jsonl")) == 3
