@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bulkgroups.display import shown
+from bulkgroups.export.select import MemberKind, Selection, parse_where, selection_problem
 from bulkgroups.identity import id_problem, norm_id
 from bulkgroups.model import Op, TargetKind
 from bulkgroups.rows.readers import detect_format
@@ -56,9 +57,12 @@ class TargetSpec:
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
+    # With `select`, `path` names no file until a run exports its rows (bulkgroups.export
+    # points it at them); reading it before that fails loudly ("no such file").
     path: Path
     format: Literal["csv", "jsonl"]
     op: Op | None = None
+    select: Selection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ _TABLES: dict[str, frozenset[str]] = {
             "adm_wait_s",
         }
     ),
-    "input": frozenset({"path", "format", "op"}),
+    "input": frozenset({"path", "format", "op", "select"}),
     "output": frozenset({"results", "keep", "metrics"}),
     "notify": frozenset({"webhook_env"}),
     "limits": frozenset(
@@ -182,7 +186,7 @@ def load_job(path: Path) -> Job:
         path=path.absolute(),
         name=_job_name(tables["job"]),
         target=target,
-        input=_input(tables["input"]),
+        input=_input(tables["input"], target.kind),
         output=_output(tables["output"]),
         limits=_limits(tables["limits"]),
         safety=_safety(tables["safety"], target.kind),
@@ -399,7 +403,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _input(t: _Table) -> InputSpec:
+def _input(t: _Table, kind: TargetKind) -> InputSpec:
+    if "select" in t.values:
+        return _select_input(t, kind)
+    if "path" not in t.values:
+        t.fail(None, "name the rows: path (an input file) or select (rows from the directory)")
     path = t.get_path("path", required=True, must_exist=True)
     assert path is not None
     fmt_s = t.get_str("format")
@@ -424,6 +432,82 @@ def _input(t: _Table) -> InputSpec:
         except ValueError:
             t.fail("op", f"must be one of {_OPS}")
     return InputSpec(path=path, format=fmt, op=op)
+
+
+_SELECT_KEYS = frozenset({"groups", "member_kind", "where", "indirect", "op", "to_group"})
+
+
+def _select_input(t: _Table, kind: TargetKind) -> InputSpec:
+    """`select = { groups = [...], member_kind = [...] | where = ..., indirect, op, to_group }`:
+    each run exports its own rows first (bulkgroups.export)."""
+    for other in ("path", "format", "op"):
+        if other in t.values:
+            t.fail(other, "not with select (the selection writes its rows, op included)")
+    raw = t.get("select")
+    if not isinstance(raw, dict):
+        t.fail("select", f"must be a table such as {{ groups = [...] }}, not {_type_name(raw)}")
+    key = "select"
+    for k in raw:
+        if k not in _SELECT_KEYS:
+            t.fail(key, f"unknown key {k!r}" + _hint(k, _SELECT_KEYS))
+    groups = _str_list(t, raw, "groups")
+    kinds: set[MemberKind] = set()
+    for value in _str_list(t, raw, "member_kind"):
+        try:
+            kinds.add(MemberKind(value.strip().lower()))
+        except ValueError:
+            t.fail(key, f"member_kind {value!r}: must be user, guest or terminated")
+    where = []
+    raw_where = raw.get("where", [])
+    if isinstance(raw_where, dict):
+        # { accountDisabled = true } or { department = ["Sales", "HR"] }: either value.
+        pairs = [(p, v) for p, vs in raw_where.items()
+                 for v in (vs if isinstance(vs, list) else [vs])]
+        texts = [f"{p}={_toml_text(v)}" for p, v in pairs]
+    else:
+        texts = _str_list(t, raw, "where")
+    for text in texts:
+        try:
+            where.append(parse_where(text))
+        except ValueError as exc:
+            t.fail(key, f"where {exc}")
+    indirect = raw.get("indirect", False)
+    if not isinstance(indirect, bool):
+        t.fail(key, f"indirect must be true or false, not {_type_name(indirect)}")
+    op_s = raw.get("op", "remove")
+    if not isinstance(op_s, str):
+        t.fail(key, f"op must be a string, not {_type_name(op_s)}")
+    try:
+        op = Op(op_s)
+    except ValueError:
+        t.fail(key, 'op must be "remove", "move" or "add"')
+    to_group = raw.get("to_group")
+    if to_group is not None and (not isinstance(to_group, str) or not to_group.strip()):
+        t.fail(key, "to_group must be a group id")
+    sel = Selection(groups=tuple(g.strip() for g in groups), member_kind=frozenset(kinds),
+                    where=tuple(where), indirect=indirect, op=op,
+                    to_group=to_group.strip() if isinstance(to_group, str) else None)
+    problem = selection_problem(kind, sel)
+    if problem is not None:
+        t.fail(key, f"{problem[0]}: {problem[1]}")
+    # No file yet: see InputSpec.
+    placeholder = t.base / "(select: rows are exported at run time)"
+    return InputSpec(path=placeholder, format="jsonl", op=None, select=sel)
+
+
+def _str_list(t: _Table, raw: Mapping[str, object], name: str) -> list[str]:
+    value = raw.get(name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        t.fail("select", f"{name} must be a list of non-empty strings")
+    return [str(v) for v in value]
+
+
+def _toml_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _output(t: _Table) -> OutputSpec:

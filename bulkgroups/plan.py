@@ -235,6 +235,11 @@ async def make_plan(
     """Read the input twice (once for the groups, once to decide) and every group once.
     Raises JobError, InputError, or AuthRefused when the credentials are
     refused; sends nothing but GETs."""
+    if job.input.select is not None:  # export's hook: plan the rows the selection finds now
+        from bulkgroups.export.write import to_temp
+
+        async with to_temp(job, environ=environ) as (exported, _):
+            return await make_plan(exported, environ=environ, record=record, on_read=on_read)
     groups: dict[str, str] = {}
     changes = count_changes(_noting_groups(_rows(job), groups))
     async with endpoint_for(job, environ=environ) as endpoint, connect(job, endpoint) as target:

@@ -27,6 +27,8 @@ from bulkgroups.exits import (
     EXIT_SIGTERM,
     EXIT_USAGE,
 )
+from bulkgroups.export.directory import ReadFailed
+from bulkgroups.export.write import ExportSummary, exported_job, for_run
 from bulkgroups.finish import RecordCount, finish, run_end
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.identity import norm_id
@@ -107,6 +109,10 @@ class RunView(Protocol):
 
     def warn(self, message: str) -> None: ...
 
+    def say(self, message: str) -> None:
+        """A line of what the run found before it starts (a selection's counts)."""
+        ...
+
     def progress(self, total: int | None) -> AbstractContextManager[Progress]:
         """A progress display for the run's `total` rows (None: unknown), open while the
         pipeline runs; it is called with the tally as rows finish."""
@@ -119,6 +125,9 @@ class Unseen:
     wants_total = False
 
     def warn(self, message: str) -> None:
+        pass
+
+    def say(self, message: str) -> None:
         pass
 
     def progress(self, total: int | None) -> AbstractContextManager[Progress]:
@@ -291,6 +300,9 @@ async def run_job(job: Job, req: RunRequest, *, environ: Mapping[str, str] | Non
 
 async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
                       endpoint: Endpoint, view: RunView) -> RunSummary:
+    selected: ExportSummary | None = None
+    if job.input.select is not None:  # this run's rows, exported from the directory
+        job, selected = await _select(job, req, environ, view)
     prior = read_meta(req.results)
     start = _begin(job, req, prior, view)
     done = start.done
@@ -310,6 +322,9 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
     run_record: dict[str, Any] = {"command": command,
                                   "started_at": now_iso(), "pid": os.getpid()}
     meta = _meta(job, prior, start.snapshot, start.max_row, run_record)
+    if selected is not None:
+        run_record["selected"] = {"rows": selected.written, "groups": len(selected.groups),
+                                  "unreadable": [g.group for g in selected.unreadable]}
     if req.plan is not None:
         meta["plan"] = str(req.plan.resolve())
     # Raises ResultsFileError (read-only folder, a folder in the file's place): exit 2,
@@ -328,6 +343,8 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
     earlier_invalid = done.invalid if done is not None else 0
     code = _exit_code(pipeline, earlier_invalid)
+    if selected is not None and selected.unreadable and code == EXIT_OK:
+        code = EXIT_ROWS  # a group the selection could not read got no rows
     already = done.count if done is not None else 0
     # A run that stopped early says how many input rows it never finished (resume sends them);
     # after a signal it waits at most a second for the count (None: not known).
@@ -392,6 +409,60 @@ async def _drive(job: Job, req: RunRequest, endpoint: Endpoint, view: RunView,
     finally:
         writer.close()
     return pipeline
+
+
+def _planned_input(plan: Path) -> Path:
+    planned = Path(read_header(plan).input)
+    if not planned.is_file():
+        raise RunRefused(f"{plan}: the rows it was planned from ({planned}) are gone",
+                         code=EXIT_USAGE)
+    return planned
+
+
+async def _select(job: Job, req: RunRequest, environ: Mapping[str, str], view: RunView
+                  ) -> tuple[Job, ExportSummary | None]:
+    """A job with `[input] select`: export its rows beside the results (a resume uses the
+    first run's file), say what was selected, and point the job at it. An `apply` (and its
+    resume) runs the rows its plan was made from: the file the held run selected."""
+    if req.plan is not None:
+        return exported_job(job, _planned_input(req.plan)), None
+    # The pipeline's signal handlers come later: until then a signal stops the reads at once
+    # (nothing has been sent, no results exist) and the run exits 130/143 as documented.
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(for_run(job, req.results, resume=req.resume,
+                                         environ=environ))
+    stopped: list[int] = []
+
+    def on_signal(code: int) -> None:
+        stopped.append(code)
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_signal, EXIT_SIGINT)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, EXIT_SIGTERM)
+    try:
+        job, summary = await task
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        raise RunRefused("interrupted while selecting the rows: nothing was sent",
+                         code=stopped[0]) from None
+    except FileNotFoundError as exc:
+        raise RunRefused(f"{exc}: the rows this run selected are gone, so it cannot be "
+                         "resumed", code=EXIT_USAGE) from None
+    except ReadFailed as exc:
+        raise RunRefused(f"{exc}: nothing was selected or sent", code=EXIT_ROWS) from None
+    except AuthRefused as exc:
+        raise RunRefused(str(exc), code=EXIT_REFUSED) from None
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+    if summary is not None:
+        if not req.quiet:
+            for line in summary.lines():
+                view.say(line)
+        for g in summary.unreadable:
+            view.warn(f"{g.group}: could not be read ({g.error}); no rows selected from it")
+    return job, summary
 
 
 def _snapshots(job: Job, results: Path) -> OnReadHook:

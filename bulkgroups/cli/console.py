@@ -56,6 +56,10 @@ class ConsoleView:
     def warn(self, message: str) -> None:
         warn(message)
 
+    def say(self, message: str) -> None:
+        if not self._quiet:
+            out.print(message, markup=False)
+
     def progress(self, total: int | None) -> LiveProgress:
         return LiveProgress(total=total, enabled=not self._quiet)
 

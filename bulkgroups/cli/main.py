@@ -144,6 +144,9 @@ def validate(job_file: Path) -> None:
 
 
 def _survey(job: Job, *, dry_run: bool) -> NoReturn:
+    if job.input.select is not None:  # the rows come from the directory (export)
+        from bulkgroups.cli.export import survey_selection
+        survey_selection(job, dry_run=dry_run)
     # The same rows as `run` takes (rows.source): protected rows invalid, copies skipped.
     found = survey(rows_for(job))
     console.print_survey(found, kind=job.target.kind, source=job.input.path, dry_run=dry_run,
@@ -152,6 +155,7 @@ def _survey(job: Job, *, dry_run: bool) -> NoReturn:
 
 
 def _register() -> None:
+    from bulkgroups.cli.export import export_command
     from bulkgroups.cli.plan import apply_command, plan_command
     from bulkgroups.cli.report import report_command, undo_command
     from bulkgroups.cli.schedule import schedule_command
@@ -161,6 +165,7 @@ def _register() -> None:
     short = {
         "plan": (plan_command, "Show what the job would change in the live groups (GET only)."),
         "apply": (apply_command, "Run exactly a saved plan's changes, re-checked at send time."),
+        "export": (export_command, "Write an input file from the live directory's groups."),
         "report": (report_command, "Count a results file's rows by status; list the errors."),
         "undo": (undo_command, "Write the input that reverses the changes a results file made."),
         "schedule": (schedule_command, "Print or install a nightly systemd timer or crontab line."),

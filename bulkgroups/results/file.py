@@ -82,11 +82,20 @@ def meta_path(results: Path) -> Path:
     return results.with_name(results.name.removesuffix(".jsonl") + ".meta.json")
 
 
+def selection_path(results: Path) -> Path:
+    """The rows a job with `[input] select` exported for this run (kept for resume)."""
+    return results.with_name(results.name.removesuffix(".jsonl") + ".selected.jsonl")
+
+
 def companions(results: Path) -> tuple[Path, ...]:
     """The files that belong to a results file and go with it: its metadata (and a metadata
-    write cut short). Lock files remove themselves (see `lock`)."""
+    write cut short), the rows a selecting job exported for it, its group snapshots and a
+    plan written for review. Lock files remove themselves (see `lock`)."""
     meta = meta_path(results)
-    return (meta, meta.with_name(meta.name + ".tmp"))
+    stem = results.name.removesuffix(".jsonl")
+    return (meta, meta.with_name(meta.name + ".tmp"), selection_path(results),
+            results.with_name(f"{stem}.snapshot.jsonl.gz"),
+            results.with_name(f"{stem}.plan.jsonl"))
 
 
 # -- writing ---------------------------------------------------------------------------------
