@@ -165,3 +165,18 @@ def test_html_renders_in_headless_chromium(stopped: Path, tmp_path: Path) -> Non
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 2000)
     assert len(data) > 30_000  # a page with tables and a chart, not a blank one
+
+
+def test_a_glob_of_results_skips_the_files_kept_beside_them(stopped: Path) -> None:
+    """`report results/demo-*.jsonl` also names a selecting job's kept rows and a held plan:
+    those are skipped, not refused as files that are not results."""
+    stem = stopped.name.removesuffix(".jsonl")
+    selected = stopped.with_name(f"{stem}.selected.jsonl")
+    selected.write_bytes(b'{"op": "remove", "group": "g", "member": "m"}\n')
+    plan = stopped.with_name(f"{stem}.plan.jsonl")
+    plan.write_bytes(b'{"bulkgroups_plan": 1}\n')
+    done = invoke("report", str(plan), str(stopped), str(selected))
+    assert done.exit_code == 0, done.output
+    assert done.output.count("rows by status") == 1
+    alone = invoke("report", str(selected))
+    assert alone.exit_code == 2 and "not a results file" in alone.output

@@ -22,6 +22,7 @@ from bulkgroups.cli.errors import warn as _warn
 from bulkgroups.results.file import (
     OWNER_ONLY,
     ResultsFileError,
+    companions,
     max_row_of,
     meta_path,
     read_meta,
@@ -100,6 +101,10 @@ def report_command(results: tuple[Path, ...], as_json: bool, failed_csv: Path | 
 
     Exits 0, or 2 when a file cannot be read or is not a results file.
     """
+    # A glob such as results/demo-*.jsonl also names the files kept beside each results file
+    # (a selecting job's rows, a plan held for review): they are not reported on their own.
+    beside = {c.resolve() for r in results for c in companions(r)}
+    results = tuple(r for r in results if r.resolve() not in beside)
     if len(results) > 1 and (failed_csv is not None or html_file is not None):
         _fail("--failed-csv and --html take one results file; name one, not "
               f"{len(results)}")
