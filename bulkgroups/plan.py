@@ -78,6 +78,7 @@ class Plan:
     unsure: Counter[str] = field(default_factory=Counter)
     protected: int = 0
     groups_read: int = 0
+    names: dict[str, str] = field(default_factory=dict)  # norm_id(group) -> display name
 
     @property
     def would_refuse(self) -> bool:
@@ -151,9 +152,15 @@ def tally(
 # --- text ----------------------------------------------------------------------------------
 
 
+def _with_name(group: str, names: Mapping[str, str]) -> str:
+    name = names.get(norm_id(group))
+    return f"{group} ({name})" if name and name != group else group
+
+
 def render_text(plan: Plan, *, job: str, kind: TargetKind, target: str) -> str:
     cols = ("change", "already", "fail", "invalid")
-    width = max([len("group"), len("total"), *(len(g) for g in plan.groups)])
+    shown = {g: _with_name(g, plan.names) for g in plan.groups}
+    width = max([len("group"), len("total"), *(len(s) for s in shown.values())])
     lines = [
         f"plan for job {job} ({target}): read {plan.groups_read:,} groups, changed nothing",
         "",
@@ -164,7 +171,7 @@ def render_text(plan: Plan, *, job: str, kind: TargetKind, target: str) -> str:
         values = c.to_json()
         return name.ljust(width) + "".join(f"  {values[k]:>8,}" for k in cols)
 
-    lines += [row(g, c) for g, c in plan.groups.items()]
+    lines += [row(shown[g], c) for g, c in plan.groups.items()]
     lines.append(row("total", plan.total))
     if plan.failures:
         lines += ["", "would fail:"]
@@ -250,4 +257,6 @@ async def make_plan(
         plan = tally(_rows(job), snapshot, target.decide,
                      max_changes=job.safety.max_changes, changes=changes, record=record)
     plan.groups_read = len(read)
+    plan.names = {norm_id(g): m.name for g, m in read.items()
+                  if not isinstance(m, Unreadable) and m.name}
     return plan

@@ -5,6 +5,7 @@ planning."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -397,7 +398,7 @@ async def test_plan_text_exit_as_the_run_and_refused_credentials_exit_3(tmp_path
         job = write_job(tmp_path, sb, rows=rows, safety={"max_changes": 2})
         done = await plan_cli(str(job), token=DS_TOKEN)
         assert done.code == 3, done.stderr
-        assert f"{g0}         3         0         0         0" in done.stdout
+        assert re.search(rf"{g0} \(.*\) +3 +0 +0 +0", done.stdout), done.stdout
         assert "would refuse (exit 3): pass --max-changes 3" in done.stdout
         job.write_text(job.read_text().replace("max_changes = 2", "max_changes = 3"))
         assert (await plan_cli(str(job), token=DS_TOKEN)).code == 0
@@ -419,3 +420,14 @@ def test_a_duplicate_row_is_already_done() -> None:
     ]
     plan = tally(items, ds_snapshot({G1: [A]}), docspace.decide, max_changes=10, changes=1)
     assert plan.total.to_json() == {"change": 1, "already": 1, "fail": 0, "invalid": 0}
+
+
+async def test_plan_shows_the_group_names_it_read(tmp_path: Path) -> None:
+    async with Sandbox(make_state()) as sb:
+        groups = sb.dump()["docspace"]["groups"]
+        g0 = next(iter(groups))
+        member = sorted(groups[g0]["members"])[0]
+        job = write_job(tmp_path, sb, rows=[{"op": "remove", "group": g0, "member": member}])
+        done = await plan_cli(str(job), token=DS_TOKEN)
+        assert done.code == 0, done.stderr
+        assert f"{g0} ({groups[g0]['name']})" in done.stdout

@@ -94,6 +94,8 @@ class Members:
     """One group's direct members, compared by whichever identifier a row uses."""
 
     __slots__ = ("entries", "whole")
+    # A DN says what the group is; the read gives no other name.
+    name: str | None = None
 
     def __init__(self, entries: list[Entry], *, whole: bool = True) -> None:
         self.entries = entries

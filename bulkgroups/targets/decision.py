@@ -28,6 +28,11 @@ class Kind(StrEnum):
 class Membership(Protocol):
     """One group's members as an adapter read them."""
 
+    @property
+    def name(self) -> str | None:
+        """The group's display name where the read gave one (plan shows it beside the id)."""
+        ...
+
     def has(self, member: str) -> bool | None:
         """True/False when the read settles it; None when it cannot."""
         ...

@@ -49,13 +49,14 @@ class DsMembers:
     """One group's members: the listed ones, and the terminated ones the lists hide (None
     until read, or when they cannot be read: `hidden_why` says why)."""
 
-    __slots__ = ("gone", "guests", "hidden", "hidden_why", "listed")
+    __slots__ = ("gone", "guests", "hidden", "hidden_why", "listed", "name")
 
     def __init__(self, listed: list[str], guests: frozenset[str] = frozenset()) -> None:
         self.listed: dict[str, str] = {norm_id(i): i for i in listed}
         # norm_id of listed guests, where the read says (`isVisitor`): adds skip guests, so
         # undo cannot put one back and must say so.
         self.guests = guests
+        self.name: str | None = None  # the group's display name, where the read gave it
         self.hidden: set[str] | None = None
         self.hidden_why: str | None = None
         self.gone: set[str] = set()  # removed since the read: known to be out, hidden or not
@@ -278,6 +279,9 @@ class DocSpaceTarget:
         if ids is None:
             return reply, None
         members = DsMembers(ids, guests_of(reply.body))
+        group_dto = _envelope(reply.body)
+        if isinstance(group_dto, dict) and isinstance(group_dto.get("name"), str):
+            members.name = group_dto["name"]
         if self.on_read is not None:
             self.on_read(group, members)
         return reply, members
