@@ -59,7 +59,13 @@ from bulkgroups.results.retention import prune
 from bulkgroups.results.stats import Tally
 from bulkgroups.rows.readers import InputError, count_lines
 from bulkgroups.rows.source import InputSnapshot, census, rows_for
-from bulkgroups.targets.connect import Endpoint, connect, endpoint_for, worker_count
+from bulkgroups.targets.connect import (
+    Endpoint,
+    connect,
+    endpoint_for,
+    requests_sent,
+    worker_count,
+)
 
 __all__ = [
     "EXIT_OK", "EXIT_REFUSED", "EXIT_ROWS", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE",
@@ -145,6 +151,7 @@ class RunSummary:
     stopped: str | None = None  # why the run stopped early ("reason: detail")
     already: int = 0  # rows a resume found final and did not run again
     not_reached: int | None = None  # a stopped run: input rows it never finished (None: unknown)
+    requests_sent: int = 0  # put on the wire, sign-in included (a row may not have finished)
     notes: tuple[str, ...] = field(default=())  # facts about the input worth a line
 
     @property
@@ -333,7 +340,7 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
     started = time.monotonic()
     counting = RecordCount(job)
     try:
-        pipeline = await _drive(job, req, endpoint, view, rows(), total)
+        pipeline, sent = await _drive(job, req, endpoint, view, rows(), total)
     except ResultsUnwritable as exc:
         # Backstop: the engine stops the run itself when its sink raises (exit 3); should the
         # error come through, the run still ends as "cannot write the results", not a
@@ -368,7 +375,8 @@ async def _run_locked(job: Job, req: RunRequest, environ: Mapping[str, str],
     return RunSummary(code=code, results=req.results, tally=pipeline.tally,
                       elapsed_s=time.monotonic() - started, stopped=stopped,
                       already=already, notes=tuple(start.notes),
-                      not_reached=not_reached if pipeline.stopping else None)
+                      not_reached=not_reached if pipeline.stopping else None,
+                      requests_sent=sent)
 
 
 def _end_meta(req: RunRequest, meta: Mapping[str, Any], view: RunView) -> None:
@@ -381,7 +389,8 @@ def _end_meta(req: RunRequest, meta: Mapping[str, Any], view: RunView) -> None:
 
 
 async def _drive(job: Job, req: RunRequest, endpoint: Endpoint, view: RunView,
-                 items: Iterator[Item], total: int | None) -> Pipeline:
+                 items: Iterator[Item], total: int | None) -> tuple[Pipeline, int]:
+    """The pipeline as it ended, and the requests it put on the wire."""
     limits = job.limits
     writer = ReservedWriter(req.results,
                             rows_out=limits.concurrency * max(1, limits.batch_size))
@@ -406,9 +415,10 @@ async def _drive(job: Job, req: RunRequest, endpoint: Endpoint, view: RunView,
                 )
                 _install_signals(pipeline)
                 await pipeline.run(items)
+            sent = requests_sent(target)
     finally:
         writer.close()
-    return pipeline
+    return pipeline, sent
 
 
 def _planned_input(plan: Path) -> Path:

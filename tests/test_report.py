@@ -143,6 +143,23 @@ def test_percentiles_of_many_rows_are_within_two_percent(tmp_path: Path) -> None
     assert lat.max == 2000.0
 
 
+def test_a_rows_time_is_split_into_the_servers_answer_and_the_wait(tmp_path: Path) -> None:
+    """A fast server behind a rate limit: 2,000 ms a row of which 1,998 ms waiting."""
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join(line(i, elapsed_ms=2000.0, wait_ms=1998.0)
+                              for i in range(1, 101)))
+    report = scan_results(path, None).report()
+    assert report.latency_ms.p50 == pytest.approx(2000, rel=0.02)
+    assert report.server_ms.p50 == pytest.approx(2, rel=0.05)
+    assert report.waiting_ms.p50 == pytest.approx(1998, rel=0.02)
+    done = CliRunner().invoke(report_command, [str(path)])
+    assert "the server's answer p50 2 ms" in done.output
+    # Files of versions that did not record the wait: no split, the whole time as before.
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(b"".join(line(i, elapsed_ms=5.0) for i in range(1, 11)))
+    assert scan_results(old, None).report().server_ms.p50 is None
+
+
 def test_error_messages_are_capped_with_an_other_bucket(tmp_path: Path) -> None:
     """Past MAX_MESSAGES distinct messages, the rest share one bucket; examples are capped."""
     path = tmp_path / "r.jsonl"
@@ -193,7 +210,8 @@ def test_json_has_exactly_the_documented_shape(mixed: Path) -> None:
     done = invoke("report", str(mixed), "--json")
     assert done.exit_code == 0, done.output
     data = orjson.loads(done.stdout)
-    assert list(data) == ["counts", "by_op", "rows_per_s", "latency_ms", "retries", "errors",
+    assert list(data) == ["counts", "by_op", "rows_per_s", "latency_ms", "server_ms", "waiting_ms",
+                          "retries", "errors",
                           "not_reached", "runs", "verdict"]
     assert data["counts"] == {
         "ok": 4, "noop": 1, "failed": 2, "invalid": 2, "pending": 1, "stale": 0}

@@ -145,6 +145,8 @@ def print_run(summary: RunSummary, *, quiet: bool) -> None:
         f"server p50 {p50:.0f} ms, p95 {p95:.0f} ms; "
         f"waiting p50 {w50 or 0:.0f} ms, p95 {w95 or 0:.0f} ms"
         if p50 is not None and p95 is not None
+        else f"no row answered yet ({summary.requests_sent:,} requests sent)"
+        if summary.requests_sent
         else "no requests"
     )
     out.print(f"{rate:,.1f} rows/s over {elapsed_s:.1f} s; {latency}; retries {tally.retries:,}")

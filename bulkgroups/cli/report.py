@@ -240,6 +240,12 @@ def _print_report(report: Report, results: Path, *, missing: int | None) -> None
     if lat.p50 is not None:
         out.print(f"latency p50 {lat.p50:,.0f} ms, p95 {lat.p95 or 0:,.0f} ms, "
                   f"max {lat.max or 0:,.0f} ms over {report.requests:,} rows that sent requests")
+        srv, wait = report.server_ms, report.waiting_ms
+        if srv.p50 is not None and wait.p50 is not None:
+            # A fast server behind a rate limit is not a slow server: say which part is which.
+            out.print(f"  of which the server's answer p50 {srv.p50:,.0f} ms, p95 "
+                      f"{srv.p95 or 0:,.0f} ms; waiting for a turn (pacer, batch) p50 "
+                      f"{wait.p50:,.0f} ms, p95 {wait.p95 or 0:,.0f} ms")
     else:
         out.print("no requests were sent")
     out.print(f"retries {report.retries:,}")

@@ -299,6 +299,13 @@ class Record:
         return float(value) if isinstance(value, int | float) and type(value) is not bool else None
 
     @property
+    def wait_ms(self) -> float | None:
+        """The part of `elapsed_ms` the row waited for its turn (pacer, batch); None in files
+        of versions that did not record it."""
+        value = self.fields.get("wait_ms")
+        return float(value) if isinstance(value, int | float) and type(value) is not bool else None
+
+    @property
     def finished_at(self) -> str:
         return _text(self.fields.get("finished_at"))
 

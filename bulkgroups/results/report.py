@@ -92,7 +92,11 @@ class Report:
     run_seconds: float | None  # the time the rate is over
     rate_from: str  # "runs" (metadata) or "lines" (first to last finished_at)
     requests: int  # lines that sent at least one request
-    latency_ms: Latency
+    latency_ms: Latency  # a row's whole time, waiting included
+    # The same time split: the server's answer, and the wait for a turn (pacer, batch); None
+    # in files of versions that did not record the wait.
+    server_ms: Latency
+    waiting_ms: Latency
     retries: int
     errors: tuple[ErrorGroup, ...]
     timeline: Timeline
@@ -108,6 +112,8 @@ class Report:
                 "p95": self.latency_ms.p95,
                 "max": self.latency_ms.max,
             },
+            "server_ms": _latency_json(self.server_ms),
+            "waiting_ms": _latency_json(self.waiting_ms),
             "retries": self.retries,
             "errors": [
                 {"message": e.message, "count": e.count, "rows": list(e.rows)}
@@ -195,6 +201,8 @@ class ResultsScan:
         self._error = array("I")  # per row: 1 + index of its last line's message, or 0
         self._messages: dict[str, int] = {}
         self._latency = LatencyHistogram()
+        self._server = LatencyHistogram()
+        self._waiting = LatencyHistogram()
         self._buckets = _Buckets()
         self._first_t: float | None = None
         self._last_t: float | None = None
@@ -222,6 +230,10 @@ class ResultsScan:
             elapsed = record.elapsed_ms
             if elapsed is not None and math.isfinite(elapsed) and elapsed >= 0:
                 self._latency.add(elapsed)
+                wait = record.wait_ms
+                if wait is not None and math.isfinite(wait) and 0 <= wait <= elapsed:
+                    self._waiting.add(wait)
+                    self._server.add(elapsed - wait)
         t = parse_time(record.finished_at)
         if t is not None:
             self._at(t, failed=status == _FAILED)
@@ -283,11 +295,9 @@ class ResultsScan:
             run_seconds=seconds,
             rate_from=source,
             requests=self.requests,
-            latency_ms=Latency(
-                p50=_round(hist.percentile(50)),
-                p95=_round(hist.percentile(95)),
-                max=_round(hist.max_ms) if hist.count else None,
-            ),
+            latency_ms=_latency(hist),
+            server_ms=_latency(self._server),
+            waiting_ms=_latency(self._waiting),
             retries=self.retries,
             errors=self._errors(),
             timeline=self._buckets.timeline(),
@@ -336,6 +346,15 @@ class ResultsScan:
         for row in range(len(state)):
             if state[row] and state[row] & mask == _FAILED:
                 yield offsets[row]
+
+
+def _latency(hist: LatencyHistogram) -> Latency:
+    return Latency(p50=_round(hist.percentile(50)), p95=_round(hist.percentile(95)),
+                   max=_round(hist.max_ms) if hist.count else None)
+
+
+def _latency_json(lat: Latency) -> dict[str, float | None]:
+    return {"p50": lat.p50, "p95": lat.p95, "max": lat.max}
 
 
 def _round(value: float | None) -> float | None:
