@@ -29,7 +29,7 @@ from bulkgroups.targets.decision import (
     judge,
     unchecked,
 )
-from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
+from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, groups_of, reason
 from bulkgroups.targets.operations import wait_for_operation
 
 _MEMBERS = "/api/directoryObjects/groupMembers"
@@ -283,12 +283,9 @@ class AdaxesTarget:
         """The row's decision: after the precheck read when there is one, else "change"."""
         if self._cache is None:
             return Decision(Kind.CHANGE)
-        found: dict[str, Members] = {}
-        for group in (row.group, row.to_group) if row.op is Op.MOVE else (row.group,):
-            members = await self._known(group, trace)
-            if isinstance(members, Result):
-                return members
-            found[norm_id(group)] = members
+        found = await groups_of(row, lambda group: self._known(group, trace))
+        if isinstance(found, Result):
+            return found
 
         def members_of(group: str) -> Members | Unreadable:
             one = found.get(norm_id(group))

@@ -32,7 +32,7 @@ from bulkgroups.targets.decision import (
     judge,
     unchecked,
 )
-from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, reason
+from bulkgroups.targets.members import AnswerCheck, MemberCache, Trace, groups_of, reason
 
 _GROUP = "/api/2.0/group/"
 _PEOPLE = "/api/2.0/people/filter"
@@ -350,12 +350,9 @@ class DocSpaceTarget:
         """The row's decision: after the precheck read when there is one, else "change"."""
         if self._cache is None:
             return Decision(Kind.CHANGE)
-        found: dict[str, DsMembers] = {}
-        for group in (row.group, row.to_group) if row.op is Op.MOVE else (row.group,):
-            members = await self._members(group, trace)
-            if isinstance(members, Result):
-                return members
-            found[norm_id(group)] = members
+        found = await groups_of(row, lambda group: self._members(group, trace))
+        if isinstance(found, Result):
+            return found
         src = found[norm_id(row.group)]
         if src.has(row.member) is None:
             await self._with_hidden(row.group, src, trace)

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.http.transport import Reply, message_of
+from bulkgroups.identity import norm_id
 from bulkgroups.model import Op, Result, Row, Status
 from bulkgroups.planning.checks import stale_reason
 from bulkgroups.targets.decision import Decision, Kind
@@ -216,3 +217,17 @@ class MemberCache(Generic[M]):
     def forget(self, group: str) -> None:
         """The next `get` reads the group again (after a change whose effect is not known)."""
         self._known.pop(self._key(group), None)
+
+
+async def groups_of(
+    row: Row, read: Callable[[str], Awaitable[M | Result]]
+) -> dict[str, M] | Result:
+    """The groups a row's decision rests on, read through `read` (the precheck cache): its
+    group, and a move's destination; by `norm_id`. A Result when one cannot be read."""
+    found: dict[str, M] = {}
+    for group in (row.group, row.to_group) if row.op is Op.MOVE else (row.group,):
+        members = await read(group)
+        if isinstance(members, Result):
+            return members
+        found[norm_id(group)] = members
+    return found
