@@ -15,7 +15,7 @@ import orjson
 
 from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Row, TargetKind
-from bulkgroups.plan import Snapshot, render_text, tally
+from bulkgroups.planning.forecast import Snapshot, render_text, tally
 from bulkgroups.sandbox import Sandbox, make_state
 from bulkgroups.targets import adaxes, docspace
 from bulkgroups.targets.adaxes import Members as AdaxesMembers

@@ -17,7 +17,7 @@ from bulkgroups.cli import console
 from bulkgroups.cli.errors import exit_on_error
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import Job, JobError, load_job, results_path
-from bulkgroups.plan import render_text
+from bulkgroups.planning.forecast import render_text
 from bulkgroups.planning.gate import guard_active, over_limit_text
 from bulkgroups.planning.make import plan_job
 from bulkgroups.planning.planfile import PlanFileError, read_header

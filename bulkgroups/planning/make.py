@@ -16,8 +16,8 @@ from bulkgroups.engine import now_iso
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
 from bulkgroups.model import InvalidRow, Row
-from bulkgroups.plan import Plan, make_plan
 from bulkgroups.planning.checks import file_sha256, membership_digest
+from bulkgroups.planning.forecast import Plan, make_plan
 from bulkgroups.planning.group_guard import GroupOverLimit, over_limit, takes_out
 from bulkgroups.planning.planfile import PlanHeader, PlannedRow, plan_writer
 from bulkgroups.results.file import Fingerprint
