@@ -139,7 +139,8 @@ async def test_a_second_run_of_the_same_results_is_refused(tmp_path: Path) -> No
 
 
 async def test_max_changes_refuses_before_any_request(tmp_path: Path) -> None:
-    """Over the cap: exit 3 with the count, and the sandbox sees no request at all."""
+    """Over the cap: exit 3 with the count and nothing changed; the groups are only read, to
+    write the plan an operator reviews (issue 14), and the plan is there."""
     async with Sandbox(make_state()) as sb:
         g0 = next(iter(groups_of(sb)))
         rows = [{"op": "remove", "group": g0, "member": m} for m in sorted(groups_of(sb)[g0])[:12]]
@@ -148,7 +149,8 @@ async def test_max_changes_refuses_before_any_request(tmp_path: Path) -> None:
         refused = await run_cli("run", str(job))
         assert refused.code == 3
         assert "12 rows" in refused.stderr and "max_changes cap of 10" in refused.stderr
-        assert sb.log == []
+        assert {e.method for e in sb.log} == {"GET"}
+        assert (tmp_path / "results.plan.jsonl").exists()
         allowed = await run_cli("run", str(job), "--max-changes", "12", "--quiet",
                                 "--results", str(tmp_path / "second.jsonl"))
         assert allowed.code == 1  # the bad row

@@ -73,7 +73,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
                 api=api,
                 writes_in_flight=in_flight,
                 token=token_label(cred),
-                members=await _named_members(request) if write else (),
+                # Not for a request cut short (status 0): its body may never come, and a
+                # server shutting down must not wait for it.
+                members=await _named_members(request) if write and status else (),
             )
         )
 
