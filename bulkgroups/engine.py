@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from enum import StrEnum
 
 from bulkgroups import clock
 from bulkgroups.http.auth import AuthRefused, TlsRefused
+from bulkgroups.identity import norm_id
 from bulkgroups.model import Abandoned, Item, Outcome, Result, Row, Status
 from bulkgroups.results.stats import Tally
 from bulkgroups.targets.base import Target
@@ -93,6 +95,10 @@ class Pipeline:
         self._broken = False  # the sink failed: nothing more is written
         self._feeder: asyncio.Task[None] | None = None
         self._live: set[asyncio.Task[None]] = set()
+        # The last row in flight for each member: a later row of the same member waits for
+        # it, so rows about one member take effect in input order (a removal, then a move
+        # back into the same group, must not be decided before the removal is made).
+        self._last_of: dict[str, asyncio.Task[None]] = {}
         self._room = asyncio.Semaphore(workers)
         self._halt_timer: asyncio.TimerHandle | None = None
         self.tally = Tally()
@@ -154,9 +160,14 @@ class Pipeline:
                     if self.stopping:
                         self._room.release()
                         return
-                    task = loop.create_task(self._one(item))
+                    key = norm_id(item.member) if item.member else ""
+                    before = self._last_of.get(key) if key else None
+                    task = loop.create_task(self._one(item, after=before))
                     self._live.add(task)
                     task.add_done_callback(self._row_done)
+                    if key:
+                        self._last_of[key] = task
+                        task.add_done_callback(functools.partial(self._forget, key))
                 else:
                     self._emit(Outcome.settled(item, finished_at=now_iso()))
                     if len(self._outbox) >= _OUT_QUEUE and not self.stopping:
@@ -168,11 +179,17 @@ class Pipeline:
             log.exception("reading the input failed")
             self.stop(StopReason.INTERNAL, f"reading the input failed: {exc}")
 
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._last_of.get(key) is task:
+            del self._last_of[key]
+
     def _row_done(self, task: asyncio.Task[None]) -> None:
         self._live.discard(task)
         self._room.release()
 
-    async def _one(self, row: Row) -> None:
+    async def _one(self, row: Row, *, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None and not after.done():
+            await asyncio.wait([after])  # the same member's earlier row: see _last_of
         row_clock = clock.start_row()  # this task's own: the batcher and pacer add waits
         start = time.perf_counter()
         try:

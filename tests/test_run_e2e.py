@@ -225,3 +225,25 @@ async def test_dry_run_sends_nothing(tmp_path: Path) -> None:
         assert "would send at least 5 change requests" in done.stdout
         assert sb.log == []
     assert not (tmp_path / "results.jsonl").exists()
+
+
+async def test_rows_about_one_member_take_effect_in_input_order(tmp_path: Path) -> None:
+    """A removal from g0 and then a move from g1 back into g0, for members in both groups,
+    run concurrently with slow answers: the move is decided after the removal is made, so
+    every member ends in g0 (not in neither group)."""
+    state = make_state(docspace_groups=2, docspace_members=40, guests=0, terminated=0)
+    config = SandboxConfig(faults=Faults(seed=1, error_503_ratio=0.3, retry_after_s=0.05,
+                                         latency_ms=5, jitter_ms=20))
+    async with Sandbox(state, config=config) as sb:
+        groups = ds_groups(sb)
+        g0, g1 = list(groups)
+        both = sorted(groups[g0] & groups[g1])
+        assert len(both) >= 5
+        rows = [{"op": "remove", "group": g0, "member": m} for m in both]
+        rows += [{"op": "move", "group": g1, "member": m, "to_group": g0} for m in both]
+        job = write_job(tmp_path, sb, rows=rows, limits={"concurrency": 10, "max_retries": 10})
+        done = await run_cli("run", str(job), "--quiet")
+        assert done.code == 0, done.stderr
+        after = ds_groups(sb)
+        assert set(both) <= after[g0]
+        assert not set(both) & after[g1]
