@@ -95,10 +95,11 @@ class Pipeline:
         self._broken = False  # the sink failed: nothing more is written
         self._feeder: asyncio.Task[None] | None = None
         self._live: set[asyncio.Task[None]] = set()
-        # The last row in flight for each member: a later row of the same member waits for
-        # it, so rows about one member take effect in input order (a removal, then a move
-        # back into the same group, must not be decided before the removal is made).
-        self._last_of: dict[str, asyncio.Task[None]] = {}
+        # The last row in flight for each membership (group, member): a later row about the
+        # same membership waits for it, so such rows take effect in input order (a removal,
+        # then a move back into the same group, must not be decided before the removal is
+        # made). Rows of one member in other groups still share batches.
+        self._last_of: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._room = asyncio.Semaphore(workers)
         self._halt_timer: asyncio.TimerHandle | None = None
         self.tally = Tally()
@@ -160,12 +161,12 @@ class Pipeline:
                     if self.stopping:
                         self._room.release()
                         return
-                    key = norm_id(item.member) if item.member else ""
-                    before = self._last_of.get(key) if key else None
+                    keys = _memberships(item)
+                    before = [b for k in keys if (b := self._last_of.get(k)) is not None]
                     task = loop.create_task(self._one(item, after=before))
                     self._live.add(task)
                     task.add_done_callback(self._row_done)
-                    if key:
+                    for key in keys:
                         self._last_of[key] = task
                         task.add_done_callback(functools.partial(self._forget, key))
                 else:
@@ -179,7 +180,7 @@ class Pipeline:
             log.exception("reading the input failed")
             self.stop(StopReason.INTERNAL, f"reading the input failed: {exc}")
 
-    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._last_of.get(key) is task:
             del self._last_of[key]
 
@@ -187,9 +188,10 @@ class Pipeline:
         self._live.discard(task)
         self._room.release()
 
-    async def _one(self, row: Row, *, after: asyncio.Task[None] | None = None) -> None:
-        if after is not None and not after.done():
-            await asyncio.wait([after])  # the same member's earlier row: see _last_of
+    async def _one(self, row: Row, *, after: list[asyncio.Task[None]] | None = None) -> None:
+        waiting = [a for a in after or () if not a.done()]
+        if waiting:
+            await asyncio.wait(waiting)  # earlier rows about the same membership: _last_of
         row_clock = clock.start_row()  # this task's own: the batcher and pacer add waits
         start = time.perf_counter()
         try:
@@ -264,3 +266,13 @@ class Pipeline:
                 f"{failed} of {finished} finished rows failed "
                 f"({failed / finished:.0%} > {self._ratio:.0%})",
             )
+
+
+def _memberships(row: Row) -> tuple[tuple[str, str], ...]:
+    """The (group, member) pairs a row changes, by identity; a move_all names no member."""
+    if not row.member:
+        return ()
+    member = norm_id(row.member)
+    if row.to_group:
+        return ((norm_id(row.group), member), (norm_id(row.to_group), member))
+    return ((norm_id(row.group), member),)
