@@ -187,22 +187,23 @@ def test_rows_past_32_bits_are_named_less_exactly() -> None:
 
 
 _CHILD = """
-import resource, sys, time
+import sys, time
 from bulkgroups.rows.dedupe import dedupe
+from tests.peak import peak_rss_kib
 from bulkgroups.model import Op, Row
 
 A = "0f8fad5b-d9cb-469f-a165-70867728950e"
 n = int(sys.argv[1])
 rows = (Row(i, i + 1, Op.REMOVE, A, f"{i:08x}-d9cb-469f-a165-{i:012x}") for i in range(1, n + 1))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss_kib()
 start = time.perf_counter()
 kept = sum(1 for item in dedupe(rows) if type(item) is Row)
 elapsed = time.perf_counter() - start
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, elapsed)
+print(kept, peak_rss_kib() - before, elapsed)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 def test_a_million_distinct_rows_in_bounded_memory() -> None:
     """A million distinct rows through the filter in a fresh interpreter: its peak memory
     grows by under 64 MiB (a set of the keys as strings takes about 170 MB), in seconds."""

@@ -574,23 +574,24 @@ def _write_big(path: Path, n: int, *, fmt: Format) -> None:
 
 
 _CHILD = """
-import resource, sys, time
+import sys, time
 from pathlib import Path
 from bulkgroups.model import TargetKind
+from tests.peak import peak_rss_kib
 from bulkgroups.rows.readers import read_rows
 
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss_kib()
 start = time.perf_counter()
 n = 0
 for _ in read_rows(Path(sys.argv[1]), fmt=sys.argv[2], kind=TargetKind.DOCSPACE):
     n += 1
 elapsed = time.perf_counter() - start
-grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+grown_kib = peak_rss_kib() - before
 print(n, grown_kib, elapsed)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_big_file_streams_in_bounded_memory(tmp_path: Path, fmt: Format) -> None:
     """200k rows stream in a fresh interpreter whose peak memory hardly grows, in seconds."""
