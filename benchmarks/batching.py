@@ -24,7 +24,6 @@ shuffled run at 100,000 and 1,000,000 rows over 1,000 groups (flat as the input 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -41,15 +40,13 @@ from common import (
     machine_line,
     max_in_window,
     max_overlap,
-    removal_rows,
     run_child,
     save,
     summarize_results,
     table,
     verdict,
     write_job,
-    write_removals_csv,
-    write_state,
+    write_removals,
 )
 
 RATE = 24
@@ -57,18 +54,6 @@ CONCURRENCY = 10
 BATCH = 100
 LATENCY_MS = 20.0
 HERE = Path(__file__).resolve().parent
-
-
-def make_input(work: Path, groups: int, per_group: int, *, shuffled: bool) -> tuple[Path, Path]:
-    state = work / f"state-{groups}x{per_group}.json"
-    if not state.exists():
-        write_state(state, groups, per_group)
-    pairs = list(removal_rows(groups, per_group))
-    if shuffled:
-        random.Random(13).shuffle(pairs)
-    csv_path = work / f"input-{groups}x{per_group}-{'shuf' if shuffled else 'sorted'}.csv"
-    write_removals_csv(csv_path, pairs)
-    return state, csv_path
 
 
 def bulkgroups_run(name: str, state: Path, csv_path: Path, work: Path, *, sandbox_args: list[str],
@@ -119,13 +104,13 @@ def per_row(args: argparse.Namespace, work: Path, box: float, limited: list[str]
             ) -> list[dict[str, Any]]:
     """The per-row ceiling (batch_size 1 at rate 24), and batch_size 1 against the raw loop."""
     out: list[dict[str, Any]] = []
-    state, csv_path = make_input(work, 30, 1000 if not args.quick else 300, shuffled=True)
+    state, csv_path = write_removals(work, 30, 1000 if not args.quick else 300, shuffled=True)
     f = bulkgroups_run("per-row ceiling: batch_size 1", state, csv_path, work,
                        sandbox_args=limited, rate=RATE, batch=1, box_s=box / 2, timeout_s=600)
     f.update(part="limits")
     out.append(f)
     print(f"  per-row ceiling {f['rows_per_s']:.1f} rows/s", flush=True)
-    state, csv_path = make_input(work, 30, 100 if args.quick else 200, shuffled=True)
+    state, csv_path = write_removals(work, 30, 100 if args.quick else 200, shuffled=True)
     f = bulkgroups_run("batch_size 1 (limits off)", state, csv_path, work,
                        sandbox_args=["--no-limits", *limited], rate=10000, batch=1,
                        box_s=None, timeout_s=600)
@@ -159,7 +144,7 @@ def main() -> None:
             shapes = []
         for groups, per, box_s in shapes:
             for shuffled in (False, True):
-                state, csv_path = make_input(work, groups, per, shuffled=shuffled)
+                state, csv_path = write_removals(work, groups, per, shuffled=shuffled)
                 name = f"{groups:,} groups, {'shuffled' if shuffled else 'sorted'}"
                 f = bulkgroups_run(name, state, csv_path, work, sandbox_args=limited, rate=RATE,
                                    batch=BATCH, box_s=box_s, timeout_s=600)
@@ -173,7 +158,7 @@ def main() -> None:
         if not args.no_memory:
             sizes = (20_000, 200_000) if args.quick else (100_000, 1_000_000)
             for rows in sizes:
-                state, csv_path = make_input(work, 1000, rows // 1000, shuffled=True)
+                state, csv_path = write_removals(work, 1000, rows // 1000, shuffled=True)
                 f = bulkgroups_run(f"{rows:,} rows shuffled, limits off", state, csv_path,
                                    work, sandbox_args=["--no-limits"], rate=10000, batch=BATCH,
                                    box_s=None, timeout_s=900)

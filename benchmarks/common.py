@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -107,6 +108,25 @@ def write_removals_csv(path: Path, pairs: Iterable[tuple[str, str]]) -> int:
             w.writerow(["remove", gid, mid, ""])
             n += 1
     return n
+
+
+def write_removals(
+    folder: Path, groups: int, per_group: int, *, shuffled: bool = False, seed: int = 13
+) -> tuple[Path, Path]:
+    """A sandbox state of `groups` groups of `per_group` members and a CSV that removes every
+    member, sorted by group or shuffled (what a hand-made list or a report joined on users
+    looks like); the state is reused when it is already there. Returns (state, csv)."""
+    state = folder / f"state-{groups}x{per_group}.json"
+    if not state.exists():
+        write_state(state, groups, per_group)
+    csv_path = folder / f"input-{groups}x{per_group}-{'shuffled' if shuffled else 'sorted'}.csv"
+    pairs: Iterable[tuple[str, str]] = removal_rows(groups, per_group)
+    if shuffled:
+        listed = list(pairs)
+        random.Random(seed).shuffle(listed)
+        pairs = listed
+    write_removals_csv(csv_path, pairs)
+    return state, csv_path
 
 
 def write_job(

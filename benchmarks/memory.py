@@ -33,15 +33,13 @@ from common import (
     SandboxProcess,
     bulkgroups_cmd,
     machine_line,
-    removal_rows,
     run_child,
     save,
     summarize_results,
     table,
     verdict,
     write_job,
-    write_removals_csv,
-    write_state,
+    write_removals,
 )
 
 GROUP_SIZE = 1000
@@ -71,10 +69,7 @@ def measure_size(rows: int, work: Path, timeout_s: float, precheck_too: bool
     groups = rows // GROUP_SIZE
     folder = Path(tempfile.mkdtemp(prefix=f"n{rows}-", dir=work))
     t0 = time.perf_counter()
-    state = folder / "state.json"
-    write_state(state, groups, GROUP_SIZE)
-    csv_path = folder / "input.csv"
-    write_removals_csv(csv_path, removal_rows(groups, GROUP_SIZE))
+    state, csv_path = write_removals(folder, groups, GROUP_SIZE)
     print(f"  {rows:,} rows: input {csv_path.stat().st_size / 1e6:.0f} MB, state "
           f"{state.stat().st_size / 1e6:.0f} MB, made in {time.perf_counter() - t0:.1f} s",
           flush=True)
@@ -134,10 +129,7 @@ def trace_precheck(rows: int) -> None:
     groups = rows // GROUP_SIZE
     with tempfile.TemporaryDirectory(prefix="bg-trace-") as tmp:
         folder = Path(tmp)
-        state = folder / "state.json"
-        write_state(state, groups, GROUP_SIZE)
-        csv_path = folder / "input.csv"
-        write_removals_csv(csv_path, removal_rows(groups, GROUP_SIZE))
+        state, csv_path = write_removals(folder, groups, GROUP_SIZE)
         with SandboxProcess(state, "--no-limits") as sb:
             job_path = write_job(folder, base_url=sb.base_url, input_path=csv_path, name="run",
                                  rate=10000, concurrency=10, batch_size=50, precheck=True)

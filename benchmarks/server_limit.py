@@ -32,15 +32,13 @@ from common import (
     bulkgroups_cmd,
     machine_line,
     max_in_window,
-    removal_rows,
     run_child,
     save,
     summarize_results,
     table,
     verdict,
     write_job,
-    write_removals_csv,
-    write_state,
+    write_removals,
 )
 
 WINDOW_LIMIT = 1500  # the sandbox default, as DocSpace's
@@ -115,10 +113,7 @@ def main() -> None:
     figures = []
     with tempfile.TemporaryDirectory(prefix="bg-limit-") as tmp:
         work = Path(tmp)
-        state = work / "state.json"
-        write_state(state, groups, GROUP_SIZE)
-        csv_path = work / "input.csv"
-        write_removals_csv(csv_path, removal_rows(groups, GROUP_SIZE))
+        state, csv_path = write_removals(work, groups, GROUP_SIZE)
         for name, batch, precheck in VARIANTS:
             f = measure(name, batch, precheck, duration, args.latency_ms, state, csv_path, work)
             figures.append(f)

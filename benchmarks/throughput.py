@@ -44,15 +44,13 @@ from common import (
     SandboxProcess,
     bulkgroups_cmd,
     machine_line,
-    removal_rows,
     run_child,
     save,
     summarize_results,
     table,
     verdict,
     write_job,
-    write_removals_csv,
-    write_state,
+    write_removals,
 )
 
 CONCURRENCY = 10  # DocSpace refuses a 16th concurrent write
@@ -283,10 +281,7 @@ def main() -> None:
     all_figs: list[Figures] = []
     with tempfile.TemporaryDirectory(prefix="bg-throughput-") as tmp:
         work = Path(tmp)
-        state = work / "state.json"
-        write_state(state, groups, size)
-        csv_path = work / "input.csv"
-        write_removals_csv(csv_path, removal_rows(groups, size))
+        state, csv_path = write_removals(work, groups, size)
         n = 0
         for latency in latencies:
             # the sequential loops are slow: fewer rows, rows/s extrapolated
