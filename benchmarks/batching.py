@@ -37,11 +37,12 @@ from common import (
     PYTHON,
     SandboxProcess,
     bulkgroups_cmd,
+    checks_table,
     machine_line,
     max_in_window,
     max_overlap,
+    publish,
     run_child,
-    save,
     summarize_results,
     table,
     verdict,
@@ -198,11 +199,8 @@ def main() -> None:
         peak = f"{mem[-1]['peak_rss_mb']:.0f} MB"
         checks.append(["peak RSS ≤ 150 MB, largest shuffled run", peak,
                        verdict(mem[-1]["peak_rss_mb"] <= 150)])
-    out = "\n".join([machine_line(), "", table(head, [line(f) for f in figures]), "",
-                     table(["target", "measured", "verdict"], checks)])
-    print()
-    print(out)
-    save("batching-quick" if args.quick else "batching", out, figures)
+    publish("batching", quick=args.quick, data=figures,
+            parts=[table(head, [line(f) for f in figures]), checks_table(checks)])
 
 
 if __name__ == "__main__":

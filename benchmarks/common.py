@@ -521,5 +521,19 @@ def save(name: str, text: str, data: Any) -> None:
     (OUT / f"{name}.json").write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
+def publish(name: str, *, quick: bool, parts: Sequence[str], data: Any) -> None:
+    """The machine line, then `parts` (tables, notes) a blank line apart: printed, and kept
+    by `save` as NAME or NAME-quick."""
+    out = "\n\n".join([machine_line(), *parts])
+    print()
+    print(out)
+    save(f"{name}-quick" if quick else name, out, data)
+
+
+def checks_table(checks: Sequence[Sequence[Any]]) -> str:
+    """The targets of a script, each with what was measured and met/MISSED."""
+    return table(["target", "measured", "verdict"], checks)
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"

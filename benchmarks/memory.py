@@ -32,9 +32,10 @@ from common import (
     TOKEN_ENV,
     SandboxProcess,
     bulkgroups_cmd,
+    checks_table,
     machine_line,
+    publish,
     run_child,
-    save,
     summarize_results,
     table,
     verdict,
@@ -213,11 +214,9 @@ def main() -> None:
     if v is not None:
         checks.append([f"validate {big:,} rows < {VALIDATE_TARGET_S:.0f} s",
                        f"{v['wall_s']:.1f} s", verdict(v["wall_s"] < VALIDATE_TARGET_S)])
-    out = "\n".join([machine_line(), "", table(head, body), "", *notes, "",
-                     table(["target", "measured", "verdict"], checks)])
-    print()
-    print(out)
-    save("memory-quick" if args.quick else "memory", out, figures)
+    publish("memory", quick=args.quick, data=figures,
+            parts=[table(head, body), *(["\n".join(notes)] if notes else []),
+                   checks_table(checks)])
 
 
 if __name__ == "__main__":

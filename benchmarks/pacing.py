@@ -33,9 +33,9 @@ from common import (
     bulkgroups_cmd,
     machine_line,
     max_in_window,
+    publish,
     removal_rows,
     run_child,
-    save,
     table,
     verdict,
     write_job,
@@ -114,10 +114,7 @@ def main() -> None:
              verdict(f["busiest_1s"] <= f["rate"]), f["mean_gap_ms"], 1000 / f["rate"],
              f["p5_gap_ms"], f["p95_gap_ms"], f["min_gap_ms"], f["achieved_rps"],
              f["max_in_100ms"]] for f in figures]
-    out = "\n".join([machine_line(), "", table(head, body)])
-    print()
-    print(out)
-    save("pacing-quick" if args.quick else "pacing", out, figures)
+    publish("pacing", quick=args.quick, data=figures, parts=[table(head, body)])
 
 
 if __name__ == "__main__":

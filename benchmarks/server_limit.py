@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     SandboxProcess,
     bulkgroups_cmd,
+    checks_table,
     machine_line,
     max_in_window,
+    publish,
     run_child,
-    save,
     summarize_results,
     table,
     verdict,
@@ -136,11 +137,8 @@ def main() -> None:
          verdict(b50["r429"] == 0)],
         ["one-request-per-row: 429s", str(b1["r429"]), "(no target)"],
     ]
-    out = "\n".join([machine_line(), "", table(head, body), "",
-                     table(["target", "measured", "verdict"], checks)])
-    print()
-    print(out)
-    save("server_limit-quick" if args.quick else "server_limit", out, figures)
+    publish("server_limit", quick=args.quick, data=figures,
+            parts=[table(head, body), checks_table(checks)])
 
 
 if __name__ == "__main__":

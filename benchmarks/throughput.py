@@ -43,9 +43,10 @@ from common import (
     PYTHON,
     SandboxProcess,
     bulkgroups_cmd,
+    checks_table,
     machine_line,
+    publish,
     run_child,
-    save,
     summarize_results,
     table,
     verdict,
@@ -315,7 +316,7 @@ def main() -> None:
             body.append([f"{latency:g} ms", f.variant, f.rows, f.own_rps, f.e2e_rps,
                          f.cpu_us_per_row, f.server_cpu_s, f.requests,
                          "yes" if f.ok_rows == f.rows else f"{f.ok_rows}/{f.rows}"])
-    text = [machine_line(), "", table(head, body), ""]
+    text = [table(head, body)]
 
     def rps(latency: float, name: str, own: bool = True) -> float:
         f = best[(latency, name)]
@@ -350,14 +351,11 @@ def main() -> None:
         checks.append(["≥ 30× the sequential loop (20 ms)",
                        f"{b50 / seq:.0f}× (e2e {b50e / seq:.0f}×, precheck {pre / seq:.0f}×)",
                        verdict(b50e >= 30 * seq)])
-    text += [table(["target", "measured", "verdict"], checks)]
+    text += [checks_table(checks)]
     vendor_note = best[(latencies[0], "sequential (vendor)")].note
-    text += ["", f"sequential (vendor) is: {vendor_note}"]
-    out = "\n".join(text)
-    print()
-    print(out)
+    text += [f"sequential (vendor) is: {vendor_note}"]
     raw = [asdict(f) | {"own_rps": f.own_rps, "e2e_rps": f.e2e_rps} for f in all_figs]
-    save("throughput-quick" if args.quick else "throughput", out, raw)
+    publish("throughput", quick=args.quick, data=raw, parts=text)
 
 
 if __name__ == "__main__":
