@@ -26,6 +26,8 @@ from bulkgroups.exits import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
+    Interrupted,
+    unless_signalled,
 )
 from bulkgroups.export.directory import ReadFailed
 from bulkgroups.export.write import ExportSummary, exported_job, for_run
@@ -438,24 +440,12 @@ async def _select(job: Job, req: RunRequest, environ: Mapping[str, str], view: R
         return exported_job(job, _planned_input(req.plan)), None
     # The pipeline's signal handlers come later: until then a signal stops the reads at once
     # (nothing has been sent, no results exist) and the run exits 130/143 as documented.
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(for_run(job, req.results, resume=req.resume,
-                                         environ=environ))
-    stopped: list[int] = []
-
-    def on_signal(code: int) -> None:
-        stopped.append(code)
-        task.cancel()
-
-    loop.add_signal_handler(signal.SIGINT, on_signal, EXIT_SIGINT)
-    loop.add_signal_handler(signal.SIGTERM, on_signal, EXIT_SIGTERM)
     try:
-        job, summary = await task
-    except asyncio.CancelledError:
-        if not stopped:
-            raise
+        job, summary = await unless_signalled(
+            for_run(job, req.results, resume=req.resume, environ=environ))
+    except Interrupted as exc:
         raise RunRefused("interrupted while selecting the rows: nothing was sent",
-                         code=stopped[0]) from None
+                         code=exc.code) from None
     except FileNotFoundError as exc:
         raise RunRefused(f"{exc}: the rows this run selected are gone, so it cannot be "
                          "resumed", code=EXIT_USAGE) from None
@@ -463,9 +453,6 @@ async def _select(job: Job, req: RunRequest, environ: Mapping[str, str], view: R
         raise RunRefused(f"{exc}: nothing was selected or sent", code=EXIT_ROWS) from None
     except AuthRefused as exc:
         raise RunRefused(str(exc), code=EXIT_REFUSED) from None
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        loop.remove_signal_handler(signal.SIGTERM)
     if summary is not None:
         if not req.quiet:
             for line in summary.lines():

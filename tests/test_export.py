@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import stat
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ from urllib.parse import parse_qs
 
 import aiohttp
 import orjson
+import pytest
 
 from bulkgroups.identity import norm_id
 from bulkgroups.sandbox import Sandbox, make_state
 from bulkgroups.sandbox.log import max_in_window, max_overlap
 from bulkgroups.sandbox.seed import NESTED_GROUP_DN
-from tests.support import AX_TOKEN, DS_TOKEN, run_cli, write_job
+from tests.support import AX_TOKEN, DS_TOKEN, finish, run_cli, start_cli, write_job
 
 Pair = tuple[str, str]  # (group, member) in norm_id form
 
@@ -325,6 +327,28 @@ async def test_export_is_paced_like_a_run(tmp_path: Path) -> None:
         assert len(starts) >= 45 * 3  # each group: its read, guests, terminated
         assert max_in_window(starts, 0.95) <= 20
         assert max_overlap((e.start, e.end) for e in sb.log) <= 3
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_signal_mid_export_exits_130_or_143_and_writes_nothing(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """Ctrl-C (or a TERM) while the groups are read: the documented exit, one line saying the
+    file was not written, no "Aborted!" and no trace of a half file."""
+    state = make_state(docspace_groups=40, docspace_members=2, guests=0, terminated=1)
+    async with Sandbox(state) as sb:
+        job = write_job(tmp_path, sb, limits={"rate": 4, "concurrency": 2})
+        out = tmp_path / "all.csv"
+        proc = await start_cli("export", str(job), "-o", str(out))
+        await sb.wait_for_requests(3, timeout_s=30)
+        proc.send_signal(sig)
+        done = await finish(proc, timeout_s=10)
+        assert done.code == code, done.stderr
+        assert f"interrupted: {out} was not written" in done.stderr
+        assert "Aborted" not in done.stderr + done.stdout
+        assert "Traceback" not in done.stderr
+        assert len(sb.log) < 40  # it stopped reading
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["input.csv", "job.toml"]
 
 
 async def test_adaxes_answers_in_other_shapes_are_read(client: aiohttp.ClientSession) -> None:

@@ -11,6 +11,14 @@ from typing import NoReturn
 
 import click
 
+from bulkgroups.exits import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_ROWS,
+    EXIT_USAGE,
+    Interrupted,
+    unless_signalled,
+)
 from bulkgroups.export.directory import ReadFailed
 from bulkgroups.export.select import MemberKind, Selection, parse_where, selection_problem
 from bulkgroups.export.write import ExportSummary, export, read_exclude, to_temp
@@ -21,7 +29,6 @@ from bulkgroups.results.undo import OutputExists
 from bulkgroups.rows.readers import InputError, detect_format, read_rows
 from bulkgroups.rows.survey import Survey, survey
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 _OPTION_OF = {"groups": "--group", "member_kind": "--member-kind", "where": "--where",
               "indirect": "--indirect", "op": "--op", "to_group": "--to-group"}
 
@@ -114,8 +121,10 @@ def export_command(job_file: Path, output: Path, groups: tuple[str, ...],
     except (OSError, ValueError) as exc:
         _fail(f"--exclude {exc}")
     try:
-        summary = asyncio.run(export(job, sel, output, fmt=fmt, exclude=excluded,
-                                     environ=os.environ, force=force))
+        summary = asyncio.run(unless_signalled(export(
+            job, sel, output, fmt=fmt, exclude=excluded, environ=os.environ, force=force)))
+    except Interrupted as exc:
+        _fail(f"interrupted: {output} was not written", exc.code)
     except JobError as exc:
         _fail(str(exc))
     except OutputExists:
@@ -145,7 +154,9 @@ def survey_selection(job: Job, *, dry_run: bool) -> NoReturn:
     from bulkgroups.cli import console
 
     try:
-        summary, found = asyncio.run(_preview(job))
+        summary, found = asyncio.run(unless_signalled(_preview(job)))
+    except Interrupted as exc:
+        _fail("interrupted while reading the selection: nothing was sent", exc.code)
     except ReadFailed as exc:  # an InputError, but one that says a read failed
         _fail(str(exc), EXIT_ROWS)
     except (JobError, InputError) as exc:
