@@ -53,7 +53,8 @@ async def test_apply_sends_only_the_changes_that_still_hold(tmp_path: Path) -> N
         rows = ([{"op": "remove", "group": g0, "member": m} for m in removes]
                 + [{"op": "add", "group": g0, "member": u} for u in adds]
                 + [{"op": "remove", "group": g0, "member": outsiders[5]}]  # already
-                + [{"op": "remove", "group": g0, "member": "not-a-guid"}])  # invalid
+                + [{"op": "remove", "group": g0, "member": "not-a-guid"}]  # invalid
+                + [{"op": "remove", "group": g0, "member": removes[3]}])  # a duplicate
         job = write_job(tmp_path, sb, rows=rows)
         plan = tmp_path / "plan.jsonl"
         done = await run_cli("plan", str(job), "-o", str(plan))
@@ -80,7 +81,11 @@ async def test_apply_sends_only_the_changes_that_still_hold(tmp_path: Path) -> N
         assert {by_member[m]["status"] for m in removes[2:] + adds[1:]} == {"ok"}
         assert by_member[outsiders[5]]["status"] == "noop"
         assert by_member["not-a-guid"]["status"] == "invalid"
+        # Every input row has its outcome, the duplicate too (a noop, as a run gives it).
         assert len(out) == len(rows)
+        duplicate = out[len(rows)]
+        assert (duplicate["status"], duplicate["member"]) == ("noop", removes[3])
+        assert "duplicate" in duplicate["error"]
         # The server saw exactly the undrifted changes, nothing else.
         assert sent_members(sb) == set(removes[2:] + adds[1:])
         assert groups(sb)[g0] == (before[g0] - set(removes)) | set(adds)

@@ -28,7 +28,7 @@ from bulkgroups.targets.decision import Decision, Kind, Lookup, Membership, Unre
 Decide = Callable[[Row, Lookup], Decision]
 # Sees each row's decision, with the memberships as they stand just before the row's change
 # (a saved plan writes it down; the group guard counts the removals).
-Record = Callable[[Row | InvalidRow, Decision, Lookup], None]
+Record = Callable[[Item, Decision, Lookup], None]
 
 
 class Snapshot:
@@ -138,7 +138,10 @@ def tally(
                 record(item, invalid, members_of)
             continue
         if isinstance(item, SkippedRow):  # a copy of an earlier row: the run's noop
-            plan.count(item, Decision(Kind.ALREADY, item.reason), label)
+            already = Decision(Kind.ALREADY, item.reason)
+            plan.count(item, already, label)
+            if record is not None:  # a plan holds every input row: apply gives each its outcome
+                record(item, already, members_of)
             continue
         decision = decide(item, members_of)
         plan.count(item, decision, label)

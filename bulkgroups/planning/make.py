@@ -15,7 +15,7 @@ import orjson
 from bulkgroups.engine import now_iso
 from bulkgroups.identity import norm_id
 from bulkgroups.job import Job
-from bulkgroups.model import InvalidRow, Row
+from bulkgroups.model import Item, Row
 from bulkgroups.planning.checks import file_sha256, membership_digest
 from bulkgroups.planning.forecast import Plan, make_plan
 from bulkgroups.planning.group_guard import GroupOverLimit, over_limit, takes_out
@@ -60,7 +60,7 @@ class Recorder:
             header = header_for(self.job, read_at=now_iso(), groups=groups)
             self.out.write(orjson.dumps(header.to_json()) + b"\n")
 
-    def record(self, item: Row | InvalidRow, decision: Decision, members_of: Lookup) -> None:
+    def record(self, item: Item, decision: Decision, members_of: Lookup) -> None:
         if isinstance(item, Row) and takes_out(item.op.value, decision.kind.value):
             key = norm_id(item.group)
             self.removals[key] += 1
