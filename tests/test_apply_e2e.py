@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bulkgroups.sandbox import Sandbox, make_state
 from tests.support import AX_TOKEN, DS_TOKEN, finish, last_outcomes, run_cli, start_cli, write_job
@@ -157,6 +158,40 @@ async def test_group_guard_stops_before_any_write_and_lifts(tmp_path: Path) -> N
         done = await run_cli("run", str(job))
         assert done.code == 0, done.stderr
         assert len(groups(sb)[g0]) == 20
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_signal_while_the_guard_reads_the_groups_exits_at_once(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """The group guard reads every group before the first write (seconds for many groups at
+    a low rate), before the run's own handlers: a SIGTERM there was the default action (the
+    process killed, no summary, no finish hook). Now: the documented exit, nothing sent."""
+    state = make_state(docspace_groups=40, docspace_members=12, guests=0, terminated=0)
+    async with Sandbox(state) as sb:
+        before = groups(sb)
+        rows = [{"op": "remove", "group": g, "member": sorted(ms)[0]} for g, ms in before.items()]
+        job = write_job(tmp_path, sb, rows=rows, limits={"rate": 4, "concurrency": 2},
+                        safety={"max_group_removal": 0.5})
+        proc = await start_cli("run", str(job))
+        await sb.wait_for_requests(3, timeout_s=30)
+        proc.send_signal(sig)
+        done = await finish(proc, timeout_s=10)
+        assert done.code == code, (done.code, done.stderr)
+        assert "interrupted while reading the groups" in done.stderr
+        assert "nothing was sent" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert writes(sb) == 0 and groups(sb) == before
+        # `plan -o` reads the same way: the same exit, and no plan file, not half of one.
+        sb.clear_log()
+        proc = await start_cli("plan", str(job), "-o", str(tmp_path / "plan.jsonl"))
+        await sb.wait_for_requests(3, timeout_s=30)
+        proc.send_signal(sig)
+        done = await finish(proc, timeout_s=10)
+        assert done.code == code, (done.code, done.stderr)
+        assert "interrupted: nothing was sent" in done.stderr
+        assert "Aborted" not in done.stderr
+        assert not [p.name for p in tmp_path.iterdir() if "plan" in p.name]
 
 
 async def test_killed_apply_resumes_to_one_final_outcome_per_row(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 from bulkgroups.cli import console
-from bulkgroups.exits import EXIT_REFUSED, EXIT_USAGE
+from bulkgroups.exits import EXIT_REFUSED, EXIT_USAGE, Interrupted
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import JobError
 from bulkgroups.planning.planfile import PlanFileError
@@ -43,3 +43,5 @@ def exit_on_error() -> Iterator[None]:
         fail(str(exc), exc.code)
     except AuthRefused as exc:
         fail(str(exc), EXIT_REFUSED)
+    except Interrupted as exc:  # reads only (`unless_signalled`): no change was sent
+        fail("interrupted: nothing was sent", exc.code)

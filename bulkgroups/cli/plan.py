@@ -15,6 +15,7 @@ import orjson
 
 from bulkgroups.cli import console
 from bulkgroups.cli.errors import exit_on_error
+from bulkgroups.exits import unless_signalled
 from bulkgroups.http.auth import AuthRefused
 from bulkgroups.job import Job, JobError, load_job, results_path
 from bulkgroups.planning.forecast import render_text
@@ -68,7 +69,7 @@ def plan_command(job_file: Path | None, out: Path | None, show: Path | None,
         _fail("plan needs JOB.toml (or --show PLAN.jsonl)")
     job = _load(job_file)
     try:
-        saved = asyncio.run(plan_job(job, environ=os.environ, out=out))
+        saved = asyncio.run(unless_signalled(plan_job(job, environ=os.environ, out=out)))
     except (JobError, InputError) as exc:
         _fail(str(exc))
     except AuthRefused as exc:
