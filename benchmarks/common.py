@@ -61,12 +61,13 @@ def group_id(group: int) -> str:
 
 
 def write_state(
-    path: Path, groups: int, members_per_group: int, *, users: bool = False
+    path: Path, groups: int, members_per_group: int, *, users: bool = True
 ) -> list[str]:
     """A sandbox state with `groups` DocSpace groups of `members_per_group` members each, written
-    with orjson straight to `path`. Members need no user record for removals (the sandbox looks
-    a member up only for its display name), so `users` is off by default to keep a state of a
-    million members small. Returns the group ids."""
+    with orjson straight to `path`. Each member has a user record: as DocSpace does, the
+    sandbox lists and removes only existing accounts (a member without one is hidden from reads,
+    so a precheck finds nothing to do, and a removal leaves it in place). `users=False` only
+    for a test of the client alone. Returns the group ids."""
     gids = [group_id(g) for g in range(groups)]
     group_map: dict[str, Any] = {}
     user_map: dict[str, Any] = {}
@@ -139,7 +140,8 @@ def write_job(
     **limits: Any,
 ) -> Path:
     """A job file for the sandbox at `base_url`; `limits` go into [limits] as given. The safety
-    rails that would stop a benchmark (max_changes, failure ratio) are opened wide."""
+    rails that would stop a benchmark (max_changes, failure ratio, the group guard) are opened
+    wide."""
     def toml(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -153,7 +155,10 @@ def write_job(
         "[input]", f'path = "{input_path.resolve()}"',
         "[output]", f'results = "{results}"',
         "[limits]", *(f"{k} = {toml(v)}" for k, v in limits.items()),
+        # The group guard reads every group before the first write (G / rate seconds) and
+        # holds runs that empty groups, which is what these inputs do.
         "[safety]", "max_changes = 100000000", "abort_failure_ratio = 1.0",
+        "max_group_removal = 1.0",
     ]
     job = folder / f"{name}.toml"
     job.write_text("\n".join(lines) + "\n", encoding="utf-8")
