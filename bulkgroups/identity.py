@@ -93,6 +93,9 @@ def id_problem(kind: TargetKind, value: str) -> str | None:
 _LOOSE_GUID_RE = re.compile(
     rf"\{{?({_HEX}{{8}})-?({_HEX}{{4}})-?({_HEX}{{4}})-?({_HEX}{{4}})-?({_HEX}{{12}})\}}?"
 )
+# A GUID already in its key's form (as DocSpace writes every id): its own key, with no
+# classifying. A member list of thousands is compared this way on every answer.
+_KEY_GUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Characters kept escaped in the canonical form of a DN value, so that the joined key reads
 # one way only ("cn=a\,b" is one RDN, "cn=a,b" two).
 _SPECIAL = frozenset(',+="\\<>;#')
@@ -132,6 +135,8 @@ def norm_id(value: str) -> str:
     Unicode in NFC), so a protected "CN=Café, OU=IT" (NFD) matches a row's "cn=café,ou=it".
     Anything else is stripped, NFC-normalised and casefolded.
     """
+    if _KEY_GUID_RE.fullmatch(value) is not None:
+        return value
     return ident(value).key
 
 

@@ -488,3 +488,37 @@ async def test_factory_builds_the_docspace_adapter(
     assert await auth.headers() == {"Authorization": "Bearer sk-abc"}
     assert "sk-abc" not in repr(auth)
     assert isinstance(target(box, client, precheck=True), DocSpaceTarget)
+
+
+async def test_a_batch_answer_is_read_once_not_once_a_row(
+    start_sandbox: StartSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of a batch share one answer, the group with all its remaining members: it is
+    turned into ids once per request. Read once a row, 100 rows over a group of 1,000 cost
+    100 × 900 id comparisons, and the client, not the rate, bounded the run (47 s of CPU for
+    10,000 rows, 4.7 s with one read a request)."""
+    import bulkgroups.targets.docspace as docspace
+
+    sb = await start_sandbox(make_state(docspace_groups=1, docspace_members=400, guests=0,
+                                        terminated=0))
+    (gid,) = gids(sb)
+    members = sorted(groups(sb)[gid])
+    reads = 0
+    real = docspace.member_ids
+
+    def counted(body: Any) -> list[str] | None:
+        nonlocal reads
+        reads += 1
+        return real(body)
+
+    monkeypatch.setattr(docspace, "member_ids", counted)
+    async with aiohttp.ClientSession() as session:
+        t = make_target(TargetKind.DOCSPACE, transport(sb, session), precheck=False,
+                        batch_size=100, concurrency=4)
+        rows = [Row(i, i + 1, Op.REMOVE, gid, m) for i, m in enumerate(members[:300], 1)]
+        results = await asyncio.gather(*(t.apply(r) for r in rows))
+    assert {r.status for r in results} == {Status.OK}
+    deletes = [e for e in sb.log if e.method == "DELETE"]
+    assert 3 <= len(deletes) < 30  # batched
+    assert reads == len(deletes)
+    assert groups(sb)[gid] == set(members[300:])

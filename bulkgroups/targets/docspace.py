@@ -191,7 +191,8 @@ def _skipped(member: str, group: str) -> str:
 class DocSpaceTarget:
     """`Target` for DocSpace: `remove`, `add`, `move` (add, then remove) and `move_all`."""
 
-    __slots__ = ("_batcher", "_cache", "_check", "_hidden", "_protected", "_t", "on_read")
+    __slots__ = ("_batcher", "_cache", "_check", "_hidden", "_listed", "_protected", "_t",
+                 "on_read")
 
     def __init__(
         self,
@@ -219,6 +220,9 @@ class DocSpaceTarget:
             MemberCache(self._load_hidden, key=norm_id) if precheck else None
         )
         self._check = AnswerCheck()
+        # The last change answer's members, as norm_ids: the rows of a batch share one answer
+        # (a group of thousands), which is read once, not once a row.
+        self._listed: tuple[Reply | None, frozenset[str] | None] = (None, None)
         self.on_read: OnRead | None = None
 
     def abandon(self) -> None:
@@ -375,11 +379,15 @@ class DocSpaceTarget:
 
     def _listed_after(self, reply: Reply, member: str, trace: Trace) -> bool | Result:
         """Whether a change's answer lists `member`; a failed row when it is no group."""
-        ids = member_ids(reply.body)
-        if ids is None:
+        seen, keys = self._listed
+        if seen is not reply:
+            ids = member_ids(reply.body)
+            keys = None if ids is None else frozenset(norm_id(i) for i in ids)
+            self._listed = (reply, keys)
+        if keys is None:
             return trace.result(Status.FAILED, self._check.bad(reply))
         self._check.good()
-        return norm_id(member) in {norm_id(i) for i in ids}
+        return norm_id(member) in keys
 
     async def _remove(self, row: Row, decision: Decision, trace: Trace) -> Result:
         reply = await self._change("DELETE", row.group, row.member, trace)
