@@ -4,6 +4,7 @@ through the CLI against the sandbox (one request per distinct row, resume, max_c
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -176,6 +177,22 @@ def test_table_grows_and_remembers_everything() -> None:
     assert len(table) == 5000
     assert table.slots == 8192 and 4 * len(table) <= 3 * table.slots
     assert table.nbytes == 16 * table.slots
+    assert all(table.first(hi, lo, 0) == row for row, (hi, lo) in enumerate(hashes, 1))
+
+
+def test_table_moves_clusters_that_wrap_past_the_last_slot() -> None:
+    """Growth moves the old slots from the top down and gives the old table back as it goes:
+    a cluster whose home is the last slot wraps to the first ones, and across four doublings
+    with many rows of such hashes (and ordinary ones between) every hash keeps its row."""
+    rng = random.Random(9)
+    wrapping = [((rng.getrandbits(40) << 24) | 0xFFFFFF, rng.getrandbits(32)) for _ in range(300)]
+    plain = [(rng.getrandbits(64), rng.getrandbits(32)) for _ in range(3000)]
+    hashes = wrapping + plain
+    rng.shuffle(hashes)
+    table = FirstSeen(capacity=256)
+    for row, (hi, lo) in enumerate(hashes, 1):
+        assert table.first(hi, lo, row) is None
+    assert table.slots == 8192
     assert all(table.first(hi, lo, 0) == row for row, (hi, lo) in enumerate(hashes, 1))
 
 

@@ -7,9 +7,9 @@ pass through untouched: each is its own mistake to report.
 
 The filter streams, and what it remembers is sized for a million rows: a 96-bit hash of each
 distinct row and the number of the row that first had it, 16 bytes a slot of an
-open-addressing table (`array`s, not Python objects) kept at most 3/4 full. A million
-distinct rows take a 32 MiB table (48 MiB for a moment while it doubles), where a set of
-their keys as strings would take 170 MB.
+open-addressing table (typed arrays in anonymous memory maps, not Python objects) kept at
+most 3/4 full. A million distinct rows take a 32 MiB table, and no more while it doubles (the
+old table is given back as it is moved), where a set of their keys as strings would take 170 MB.
 
 The hash is two of Python's string hashes (SipHash, keyed at random for each process) of the
 row's key, 64 and 32 bits of them. Two different rows whose hashes agree in all 96 bits would
@@ -20,9 +20,10 @@ fixes the key; the odds stay the same, only the key is then known.)
 
 from __future__ import annotations
 
-from array import array
+import mmap
+import struct
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Final, Literal
 
 from bulkgroups.identity import norm_id
 from bulkgroups.model import InvalidRow, Op, Row, SkippedRow
@@ -35,20 +36,51 @@ _M32: Final = 0xFFFF_FFFF
 _OPS: Final = {op: op.value for op in Op}  # an enum's str() is slow on a per-row path
 
 
+# A table's arrays live in anonymous memory maps: their pages cost nothing until written, so a
+# doubling table is not held whole twice over (see `_grow`).
+_PAGE: Final = mmap.PAGESIZE
+_RELEASE_EVERY: Final = 1 << 16  # slots moved between releases of the old table's tail
+
+
+class _Column:
+    """One array of the table (`Q` or `I` items) in its own anonymous map."""
+
+    __slots__ = ("_map", "_view", "items")
+
+    def __init__(self, code: Literal["Q", "I"], size: int) -> None:
+        nbytes = size * struct.calcsize(code)
+        self._map = mmap.mmap(-1, max(_PAGE, nbytes))
+        self._view = memoryview(self._map)
+        self.items: memoryview[int] = self._view[:nbytes].cast(code)
+
+    def release_from(self, index: int) -> None:
+        """Give the pages holding items from `index` on back to the system (they read as
+        zeros after; only for a table that is being emptied from the top)."""
+        start = -(-index * self.items.itemsize // _PAGE) * _PAGE
+        if start < len(self._map) and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED, start, len(self._map) - start)
+
+    def close(self) -> None:
+        self.items.release()
+        self._view.release()
+        self._map.close()
+
+
 class FirstSeen:
     """An open-addressing table of 96-bit hashes (`hi` 64 bits, `lo` 32), each with the first
     row that had it. Linear probing; a slot whose row is 0 is free (rows start at 1)."""
 
-    __slots__ = ("_count", "_hi", "_limit", "_lo", "_mask", "_rows")
+    __slots__ = ("_cols", "_count", "_hi", "_limit", "_lo", "_mask", "_rows")
 
     def __init__(self, capacity: int = 1024) -> None:
         self._count = 0
         self._alloc(1 << max(3, (capacity - 1).bit_length()))
 
     def _alloc(self, size: int) -> None:
-        self._hi = array("Q", bytes(8 * size))
-        self._lo = array("I", bytes(4 * size))
-        self._rows = array("I", bytes(4 * size))
+        self._cols = (_Column("Q", size), _Column("I", size), _Column("I", size))
+        self._hi: memoryview[int] = self._cols[0].items
+        self._lo: memoryview[int] = self._cols[1].items
+        self._rows: memoryview[int] = self._cols[2].items
         self._mask = size - 1
         self._limit = size * 3 // 4
 
@@ -83,17 +115,30 @@ class FirstSeen:
         return None
 
     def _grow(self) -> None:
+        """Doubles the table. The old slots are moved from the top down: an entry's new home
+        is its old one or that plus the old size, so the new table's pages are written in two
+        sweeps that follow the move, while the old table's pages above it are given back. At
+        most about the new table is resident (2 sizes), not the new and the old (3)."""
+        old_cols = self._cols
         old_hi, old_lo, old_rows = self._hi, self._lo, self._rows
-        self._alloc(2 * (self._mask + 1))
+        old_size = self._mask + 1
+        self._alloc(2 * old_size)
         his, los, rows, mask = self._hi, self._lo, self._rows, self._mask
-        for hi, lo, row in zip(old_hi, old_lo, old_rows, strict=True):
+        for i in range(old_size - 1, -1, -1):
+            row = old_rows[i]
             if row:
+                hi = old_hi[i]
                 slot = hi & mask
                 while rows[slot]:
                     slot = (slot + 1) & mask
                 his[slot] = hi
-                los[slot] = lo
+                los[slot] = old_lo[i]
                 rows[slot] = row
+            if i % _RELEASE_EVERY == 0:
+                for col in old_cols:
+                    col.release_from(i)
+        for col in old_cols:
+            col.close()
 
 
 def dedupe(items: Iterable[Row | InvalidRow]) -> Iterator[Row | InvalidRow | SkippedRow]:
