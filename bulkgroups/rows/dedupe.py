@@ -40,6 +40,11 @@ _OPS: Final = {op: op.value for op in Op}  # an enum's str() is slow on a per-ro
 # doubling table is not held whole twice over (see `_grow`).
 _PAGE: Final = mmap.PAGESIZE
 _RELEASE_EVERY: Final = 1 << 16  # slots moved between releases of the old table's tail
+# Private, not the default shared mapping: a released page of shared anonymous memory leaves
+# this process's RSS but stays allocated (as shmem) until the map is closed.
+_PRIVATE: Final[dict[str, int]] = (
+    {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_ANONYMOUS") else {}
+)
 
 
 class _Column:
@@ -49,7 +54,7 @@ class _Column:
 
     def __init__(self, code: Literal["Q", "I"], size: int) -> None:
         nbytes = size * struct.calcsize(code)
-        self._map = mmap.mmap(-1, max(_PAGE, nbytes))
+        self._map = mmap.mmap(-1, max(_PAGE, nbytes), **_PRIVATE)
         self._view = memoryview(self._map)
         self.items: memoryview[int] = self._view[:nbytes].cast(code)
 
