@@ -7,7 +7,7 @@ pass through untouched: each is its own mistake to report.
 
 The filter streams, and what it remembers is sized for a million rows: a 96-bit hash of each
 distinct row and the number of the row that first had it, 16 bytes a slot of an
-open-addressing table (typed arrays in anonymous memory maps, not Python objects) kept at
+open-addressing table (typed arrays in private anonymous maps, not Python objects) kept at
 most 3/4 full. A million distinct rows take a 32 MiB table, and no more while it doubles (the
 old table is given back as it is moved), where a set of their keys as strings would take 170 MB.
 
