@@ -354,8 +354,6 @@ async def test_a_signal_mid_export_exits_130_or_143_and_writes_nothing(
 async def test_adaxes_answers_in_other_shapes_are_read(client: aiohttp.ClientSession) -> None:
     """A member list that carries the DN and GUID only as properties, in the
     [{propertyName, values}] form, single values included: still read, matched and named."""
-    from aiohttp import web
-
     from bulkgroups.export.directory import read_adaxes
     from bulkgroups.export.select import Selection, parse_where
     from bulkgroups.http.auth import auth_for
@@ -364,6 +362,7 @@ async def test_adaxes_answers_in_other_shapes_are_read(client: aiohttp.ClientSes
     from bulkgroups.http.transport import Transport
     from bulkgroups.model import TargetKind
     from bulkgroups.secret import Secret
+    from tests import hostile
 
     def member(n: int, disabled: bool) -> dict[str, Any]:
         return {"objectType": "user", "properties": [
@@ -372,25 +371,15 @@ async def test_adaxes_answers_in_other_shapes_are_read(client: aiohttp.ClientSes
             {"propertyName": "accountDisabled", "values": [disabled]},
         ]}
 
-    async def members(_: web.Request) -> web.Response:
-        return web.json_response({"items": [member(1, True), member(2, False)]})
-
-    app = web.Application()
-    app.router.add_get("/restApi/api/directoryObjects/groupMembers", members)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        t = Transport(client, base_url=f"http://127.0.0.1:{port}/restApi",
+    async with hostile.Hostile() as srv:
+        srv.on("GET", "/restApi/api/directoryObjects/groupMembers",
+               hostile.json(200, {"items": [member(1, True), member(2, False)]}))
+        t = Transport(client, base_url=f"{srv.url}/restApi",
                       auth=auth_for(TargetKind.ADAXES, Secret(AX_TOKEN)),
                       pacer=Pacer(rate=100.0, concurrency=2),
                       policy=RetryPolicy(max_retries=0), timeout_s=5.0)
         sel = Selection(groups=("CN=G,DC=x",), where=(parse_where("accountDisabled=true"),))
         got = await read_adaxes(t, "CN=G,DC=x", sel)
-    finally:
-        await runner.cleanup()
     assert got.error is None and got.seen == 2
     assert [(f.member, f.ids) for f in got.members] == [
         ("CN=U1,DC=x", ("CN=U1,DC=x", "00000000-0000-4000-8000-000000000001"))]
