@@ -11,31 +11,24 @@ from typing import NoReturn
 
 import click
 
+from bulkgroups.cli.errors import fail
 from bulkgroups.exits import (
     EXIT_OK,
-    EXIT_REFUSED,
     EXIT_ROWS,
-    EXIT_USAGE,
     Interrupted,
     unless_signalled,
 )
 from bulkgroups.export.directory import ReadFailed
 from bulkgroups.export.select import MemberKind, Selection, parse_where, selection_problem
 from bulkgroups.export.write import ExportSummary, export, read_exclude, to_temp
-from bulkgroups.http.auth import AuthRefused
-from bulkgroups.job import Job, JobError, load_job
+from bulkgroups.job import Job, load_job
 from bulkgroups.model import Op
 from bulkgroups.results.undo import OutputExists
-from bulkgroups.rows.readers import InputError, detect_format, read_rows
+from bulkgroups.rows.readers import detect_format, read_rows
 from bulkgroups.rows.survey import Survey, survey
 
 _OPTION_OF = {"groups": "--group", "member_kind": "--member-kind", "where": "--where",
               "indirect": "--indirect", "op": "--op", "to_group": "--to-group"}
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"bulkgroups: {message}", err=True)
-    sys.exit(code)
 
 
 def _selection(job: Job, groups: tuple[str, ...], kinds: tuple[str, ...],
@@ -47,7 +40,7 @@ def _selection(job: Job, groups: tuple[str, ...], kinds: tuple[str, ...],
     try:
         where = tuple(parse_where(w) for w in wheres)
     except ValueError as exc:
-        _fail(f"--where {exc}")
+        fail(f"--where {exc}")
     sel = Selection(
         groups=tuple(g.strip() for g in groups),
         member_kind=frozenset(MemberKind(k) for k in kinds),
@@ -56,7 +49,7 @@ def _selection(job: Job, groups: tuple[str, ...], kinds: tuple[str, ...],
     )
     problem = selection_problem(job.target.kind, sel)
     if problem is not None:
-        _fail(f"{_OPTION_OF[problem[0]]}: {problem[1]}")
+        fail(f"{_OPTION_OF[problem[0]]}: {problem[1]}")
     return sel
 
 
@@ -106,35 +99,26 @@ def export_command(job_file: Path, output: Path, groups: tuple[str, ...],
     Exits 0; 1 when a group could not be read (nothing is written for it; the others are);
     2 on a usage or job-file error; 3 when the credentials are refused.
     """
-    try:
-        job = load_job(job_file)
-    except JobError as exc:
-        _fail(str(exc))
+    job = load_job(job_file)
     fmt = detect_format(output)
     if fmt is None:
-        _fail(f"{output}: cannot tell the format: name it .csv or .jsonl")
+        fail(f"{output}: cannot tell the format: name it .csv or .jsonl")
     if not force and output.exists():
-        _fail(f"{output} exists: pass --force to replace it")
+        fail(f"{output} exists: pass --force to replace it")
     sel = _selection(job, groups, kinds, wheres, indirect, op, to_group)
     try:
         excluded = read_exclude(exclude, job.target.kind) if exclude else frozenset()
     except (OSError, ValueError) as exc:
-        _fail(f"--exclude {exc}")
+        fail(f"--exclude {exc}")
     try:
         summary = asyncio.run(unless_signalled(export(
             job, sel, output, fmt=fmt, exclude=excluded, environ=os.environ, force=force)))
     except Interrupted as exc:
-        _fail(f"interrupted: {output} was not written", exc.code)
-    except JobError as exc:
-        _fail(str(exc))
+        fail(f"interrupted: {output} was not written", exc.code)
     except OutputExists:
-        _fail(f"{output} exists: pass --force to replace it")
-    except ReadFailed as exc:
-        _fail(f"{exc}; nothing written", EXIT_ROWS)
-    except InputError as exc:
-        _fail(str(exc))
-    except AuthRefused as exc:
-        _fail(str(exc), EXIT_REFUSED)
+        fail(f"{output} exists: pass --force to replace it")
+    except ReadFailed as exc:  # an InputError (2) that says a read failed
+        fail(f"{exc}; nothing written", EXIT_ROWS)
     _print(summary)
     for g in summary.unreadable:
         click.echo(f"bulkgroups: {g.group}: could not be read ({g.error}); nothing written "
@@ -156,13 +140,9 @@ def survey_selection(job: Job, *, dry_run: bool) -> NoReturn:
     try:
         summary, found = asyncio.run(unless_signalled(_preview(job)))
     except Interrupted as exc:
-        _fail("interrupted while reading the selection: nothing was sent", exc.code)
-    except ReadFailed as exc:  # an InputError, but one that says a read failed
-        _fail(str(exc), EXIT_ROWS)
-    except (JobError, InputError) as exc:
-        _fail(str(exc))
-    except AuthRefused as exc:
-        _fail(str(exc), EXIT_REFUSED)
+        fail("interrupted while reading the selection: nothing was sent", exc.code)
+    except ReadFailed as exc:  # an InputError (2) that says a read failed
+        fail(str(exc), EXIT_ROWS)
     _print(summary, kept=False)
     assert job.input.select is not None
     console.print_survey(found, kind=job.target.kind,

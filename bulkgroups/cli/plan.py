@@ -8,37 +8,22 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 import orjson
 
 from bulkgroups.cli import console
-from bulkgroups.cli.errors import exit_on_error
+from bulkgroups.cli.errors import fail
 from bulkgroups.exits import unless_signalled
-from bulkgroups.http.auth import AuthRefused
-from bulkgroups.job import Job, JobError, load_job, results_path
+from bulkgroups.job import load_job, results_path
 from bulkgroups.planning.forecast import render_text
 from bulkgroups.planning.gate import guard_active, over_limit_text
 from bulkgroups.planning.make import plan_job
-from bulkgroups.planning.planfile import PlanFileError, read_header
+from bulkgroups.planning.planfile import read_header
 from bulkgroups.planning.show import render_saved
-from bulkgroups.rows.readers import InputError
-from bulkgroups.runner import EXIT_REFUSED, EXIT_USAGE, RunRequest, run_job
+from bulkgroups.runner import EXIT_REFUSED, RunRequest, run_job
 
 PATH = click.Path(dir_okay=False, path_type=Path)
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"bulkgroups: {message}", err=True)
-    sys.exit(code)
-
-
-def _load(job_file: Path) -> Job:
-    try:
-        return load_job(job_file)
-    except JobError as exc:
-        _fail(str(exc))
 
 
 @click.command("plan")
@@ -60,20 +45,12 @@ def plan_command(job_file: Path | None, out: Path | None, show: Path | None,
     a job, input or plan-file error.
     """
     if show is not None:
-        try:
-            click.echo(render_saved(show), nl=False)
-        except PlanFileError as exc:
-            _fail(str(exc))
+        click.echo(render_saved(show), nl=False)
         return
     if job_file is None:
-        _fail("plan needs JOB.toml (or --show PLAN.jsonl)")
-    job = _load(job_file)
-    try:
-        saved = asyncio.run(unless_signalled(plan_job(job, environ=os.environ, out=out)))
-    except (JobError, InputError) as exc:
-        _fail(str(exc))
-    except AuthRefused as exc:
-        _fail(str(exc), EXIT_REFUSED)
+        fail("plan needs JOB.toml (or --show PLAN.jsonl)")
+    job = load_job(job_file)
+    saved = asyncio.run(unless_signalled(plan_job(job, environ=os.environ, out=out)))
     plan = saved.plan
     over = saved.over_limit if guard_active(job) else []
     if as_json:
@@ -108,17 +85,13 @@ def apply_command(plan_file: Path, results: Path | None, yes: bool, quiet: bool)
     Exits like `run` (1 when rows failed, were invalid or stale); 2 when the plan does not
     match its job, input or target any more (plan again), or is not a whole plan file.
     """
-    try:
-        header = read_header(plan_file)
-    except PlanFileError as exc:
-        _fail(str(exc))
-    job = _load(Path(header.job))
+    header = read_header(plan_file)
+    job = load_job(Path(header.job))
     # The send-time check is made on the adapter's own read of the group: it needs precheck.
     job = dataclasses.replace(job, limits=dataclasses.replace(job.limits, precheck=True))
     path = results_path(job, now=datetime.now().astimezone(), override=results)
     view = console.ConsoleView(quiet=quiet)
-    with exit_on_error():  # JobError, InputError, PlanFileError: 2; RunRefused: its code
-        summary = asyncio.run(run_job(job, RunRequest(results=path, plan=plan_file, yes=yes,
-                                                      quiet=quiet), view=view))
+    summary = asyncio.run(run_job(job, RunRequest(results=path, plan=plan_file, yes=yes,
+                                                  quiet=quiet), view=view))
     console.print_run(summary, quiet=quiet)
     sys.exit(summary.code)
