@@ -110,11 +110,6 @@ class Pipeline:
     def stopping(self) -> bool:
         return self.reason is not StopReason.DONE
 
-    @property
-    def in_flight(self) -> int:
-        """Rows started and not finished."""
-        return len(self._live)
-
     def stop(self, reason: StopReason, detail: str = "") -> None:
         if self.stopping:
             return

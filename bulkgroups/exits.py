@@ -11,7 +11,7 @@ from typing import Final, TypeVar
 T = TypeVar("T")
 
 EXIT_OK: Final = 0  # every row ended ok, noop or pending
-EXIT_ROWS: Final = 1  # some rows failed or were invalid
+EXIT_ROWS: Final = 1  # some rows failed, were invalid or went stale
 EXIT_USAGE: Final = 2  # usage, job-file, state-file or results-file error: nothing sent
 EXIT_REFUSED: Final = 3  # run refused or aborted
 EXIT_SIGINT: Final = 130

@@ -28,7 +28,7 @@ _RETRY_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 _EXITS: Final = {
     0: "done",
-    1: "done, some rows failed or were invalid",
+    1: "done, some rows failed, were invalid or went stale",
     2: "did not start: job-file or usage error",
     3: "refused or aborted",
     130: "interrupted (SIGINT)",

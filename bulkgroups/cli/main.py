@@ -133,10 +133,11 @@ def resume(results: Path, force: bool, rate: float | None, concurrency: int | No
                              max_changes=max_changes, yes=yes, quiet=quiet))
 
 
-@cli.command(short_help="Check the job file and every input row, offline.")
+@cli.command(short_help="Check the job file and every input row (sends nothing).")
 @click.argument("job_file", type=JOB, metavar="JOB.toml")
 def validate(job_file: Path) -> None:
     """Check the job file and every input row offline; list bad rows with their line numbers.
+    A job with `[input] select` reads its groups first (GETs only) to find its rows.
 
     Exits 0 when every row is valid, 1 when some are not, 2 when the job file is wrong.
     """
@@ -168,7 +169,8 @@ def _register() -> None:
         "export": (export_command, "Write an input file from the live directory's groups."),
         "report": (report_command, "Count a results file's rows by status; list the errors."),
         "undo": (undo_command, "Write the input that reverses the changes a results file made."),
-        "schedule": (schedule_command, "Print or install a nightly systemd timer or crontab line."),
+        "schedule": (schedule_command,
+                     "Print or install a nightly timer: systemd, cron or Kubernetes."),
         "sandbox": (sandbox_command, None),
     }
     for name, (command, help_line) in short.items():

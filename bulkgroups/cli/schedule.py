@@ -359,7 +359,7 @@ def _kubernetes(job: Job, cron: Cron, *, image: str, storage: str, delay_s: int,
         "once; backoffLimit 0: the next night is the retry",
         f"activeDeadlineSeconds {given:,} ({how}); a run cut off there exits 143, and its "
         "rows not reached are in the metrics and the next run",
-        "exit 1 (some rows failed or invalid) marks the Job failed; 2, 3, 130 and 143 as "
+        "exit 1 (some rows failed, invalid or stale) marks the Job failed; 2, 3, 130 and 143 as "
         "well: alert on the metrics (bulkgroups_rows, bulkgroups_exit_code)",
     ]
     if secrets:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bulkgroups.identity import id_problem, norm_id
+from bulkgroups.identity import id_problem
 from bulkgroups.model import Op, TargetKind
 
 
@@ -185,7 +185,3 @@ def selection_problem(kind: TargetKind, sel: Selection) -> tuple[str, str] | Non
             'only with op = "add": a removal (and a move\'s removal) applies to direct '
             "members only; members of nested groups are removed from those groups")
     return None
-
-
-def same_group(a: str, b: str) -> bool:
-    return norm_id(a) == norm_id(b)

@@ -75,10 +75,6 @@ class BatchQueue(Generic[K, T]):
             self._buckets[n][batch.id] = batch
             self._top = max(self._top, n)
 
-    def oldest_since(self) -> float | None:
-        first = next(iter(self._order.values()), None)
-        return None if first is None else first.since
-
     def pop_next(self, now: float) -> Batch[K, T] | None:
         """The batch the next slot goes to, taken out of the queue; None when none waits."""
         first = next(iter(self._order.values()), None)
